@@ -1,0 +1,74 @@
+# starscale — see README.md. Every target that runs Python installs the venv first when needed.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+REQS := requirements/base.txt requirements/horovod.txt requirements/dev.txt setup.py
+# The stamp is keyed on the requirements' content: a second `make setup` is a no-op.
+STAMP := $(VENV)/.setup-$(shell cat $(REQS) | sha256sum | cut -c1-16)
+HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+DATA ?= synthetic
+REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
+DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
+STARSCALE := $(BIN)/python -m starscale
+
+.PHONY: setup doctor test demo package clean help
+help:
+	@echo "make setup | doctor | test | demo [DATA=real] | package | clean"
+
+setup: $(STAMP)
+
+$(STAMP): $(REQS)
+	@command -v $(PY) >/dev/null || { echo "make setup: $(PY) not found (starscale needs Python 3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q pip==24.3.1
+	$(BIN)/pip install -q -r requirements/base.txt -r requirements/dev.txt
+	@# horovod compiles against the installed TensorFlow: no build isolation, no cached wheel
+	@# (a wheel cached for another TF build would load with an ABI mismatch).
+	PATH=$(BIN):$$PATH $(HOROVOD_ENV) $(BIN)/pip install -q --no-build-isolation --no-cache-dir \
+		-r requirements/horovod.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@rm -f $(VENV)/.setup-*
+	@touch $@
+	@echo "setup done: $(VENV)"
+
+doctor: setup
+	@$(BIN)/python -c "import sys; print('python', sys.version.split()[0])"
+	@java -version 2>&1 | head -1
+	@$(BIN)/python -c "from starscale.storage import versions; import json; print(json.dumps(versions(), indent=1))"
+	@$(BIN)/horovodrun --check-build 2>/dev/null | sed -n '/Horovod v/,$$p'
+
+test: setup
+	$(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
+
+demo: setup
+ifeq ($(DATA),real)
+	@test -f $(REAL_DATA) || { echo "make demo DATA=real: $(REAL_DATA) not found (set REAL_DATA=path)"; exit 1; }
+	$(STARSCALE) ingest $(DEMO_CONF) --set 'ingest.inputs=[$(abspath $(REAL_DATA))]' --set run.output_dir=out/demo-real
+	$(STARSCALE) prepare $(DEMO_CONF) --set run.output_dir=out/demo-real
+	$(STARSCALE) sample $(DEMO_CONF) --set run.output_dir=out/demo-real
+	$(STARSCALE) encode $(DEMO_CONF) --set run.output_dir=out/demo-real
+	@echo "demo outputs: $(abspath out/demo-real)"
+else
+	$(STARSCALE) make-corpus $(DEMO_CONF)
+	$(STARSCALE) ingest $(DEMO_CONF)
+	$(STARSCALE) prepare $(DEMO_CONF)
+	$(STARSCALE) sample $(DEMO_CONF)
+	$(STARSCALE) encode $(DEMO_CONF)
+	@echo "demo outputs: $(abspath out/demo)"
+endif
+
+package: setup
+	rm -rf build/package dist/starscale.zip && mkdir -p build/package dist
+	cp -r lib/starscale build/package/starscale
+	mkdir -p build/package/starscale/conf && cp conf/*.yaml build/package/starscale/conf/
+	find build/package -name __pycache__ -prune -exec rm -rf {} +
+	cd build/package && $(BIN)/python -m zipfile -c ../../dist/starscale.zip starscale
+	@echo "dist/starscale.zip (for spark-submit --py-files)"
+
+clean:
+	rm -rf out build dist report spark-warehouse .pytest_cache

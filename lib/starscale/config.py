@@ -1,0 +1,342 @@
+"""Configuration: conf/base.yaml + overlays + ``--set a.b=c`` → frozen, validated dataclasses.
+
+Every default lives in ``conf/base.yaml``; the dataclasses below declare only names, types and
+ranges, so a key missing from the base file is an error, not a silent second default. Loading
+happens before any Spark work, and every error names the full key path (``sample.strategy``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONF_ENV = "STARSCALE_CONF_DIR"
+
+
+def rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+        hi_open: bool = False) -> dict:
+    """Field metadata for a numeric range check (closed unless *_open)."""
+    return {"range": (lo, hi, lo_open, hi_open)}
+
+
+def _f(**meta) -> Any:
+    return field(metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: str                      # root under which every stage publishes
+    seed: int
+    name: str
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str | None                   # null: whatever spark-submit set
+    app_name: str
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"]
+    python: str | None                   # executors' interpreter (PYSPARK_PYTHON); null: this one
+    conf: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DirtConfig:
+    html_entity: float = _f(**rng(0, 1))
+    line_break: float = _f(**rng(0, 1))
+    url: float = _f(**rng(0, 1))
+    video_tag: float = _f(**rng(0, 1))
+    empty_body: float = _f(**rng(0, 1))
+    extra_field: float = _f(**rng(0, 1))
+    bad_star: float = _f(**rng(0, 1))
+    duplicate_id: float = _f(**rng(0, 1))
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    rows: int = _f(**rng(1))
+    seed: int = _f()
+    partitions: int = _f(**rng(1))       # generation parallelism; bytes do not depend on it
+    part_files: int = _f(**rng(1))
+    gzip: bool = _f()
+    label_noise: float = _f(**rng(0, 1))
+    star_mix: list[float] = _f()
+    dirt: DirtConfig = _f()
+
+    def validate(self, path: str) -> None:
+        if len(self.star_mix) != 5 or any(p < 0 for p in self.star_mix):
+            raise ValueError(f"{path}.star_mix: need 5 non-negative shares, got {self.star_mix}")
+        if abs(sum(self.star_mix) - 1.0) > 1e-6:
+            raise ValueError(f"{path}.star_mix: shares must sum to 1, got {sum(self.star_mix):.6f}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    inputs: list[str]                    # files, dirs or globs; empty: the synthetic corpus
+    format: Literal["tsv", "jsonl"]
+    max_rejected_share: float = _f(**rng(0, 1))
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    remove_stopwords: bool
+    lemmatize: bool
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = _f(**rng(0, 1, lo_open=True))
+    validation: float = _f(**rng(0, 1))
+    test: float = _f(**rng(0, 1, lo_open=True))
+    seed: int = _f()
+
+    def validate(self, path: str) -> None:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"{path}: train + validation + test must be 1, got {total:.6f}")
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    sizes: list[int | Literal["full"]]
+    seed: int
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    method: Literal["none", "random_under", "random_over", "class_weight", "adasyn"]
+    strategy: str | dict[int, int]       # 'auto' | 'majority' | 'not minority' | 'not majority' | 'all' | {star: n}
+    seed: int
+    adasyn_max_rows: int = _f(**rng(1))
+
+    def validate(self, path: str) -> None:
+        named = ("auto", "majority", "not minority", "not majority", "all")
+        if isinstance(self.strategy, str) and self.strategy not in named:
+            raise ValueError(f"{path}.strategy: {self.strategy!r} is not one of {named} or a dict")
+        if isinstance(self.strategy, dict):
+            for star, n in self.strategy.items():
+                if star not in (1, 2, 3, 4, 5) or n < 0:
+                    raise ValueError(f"{path}.strategy.{star}: need star in 1..5 and count >= 0")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    vocab_size: int = _f(**rng(3))
+    min_count: int = _f(**rng(1))
+    max_len: int = _f(**rng(1))
+    padding: Literal["pre", "post"] = _f()
+    truncating: Literal["pre", "post"] = _f()
+    shards: int = _f(**rng(1))
+    tfidf_features: int = _f(**rng(1))
+    tfidf_ngram_max: int = _f(**rng(1, 3))
+    tfidf_hashed: bool = _f()
+
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig
+    spark: SparkConfig
+    corpus: CorpusConfig
+    ingest: IngestConfig
+    clean: CleanConfig
+    split: SplitConfig
+    ladder: LadderConfig
+    sample: SampleConfig
+    encode: EncodeConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *names: str) -> str:
+        """Stable hash of the named sections: what a stage's output depends on."""
+        blob = json.dumps({n: dataclasses.asdict(getattr(self, n)) for n in names},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def stage_dir(self, stage: str) -> str:
+        """Where a stage publishes: <run.output_dir>/<stage>."""
+        return os.path.join(self.run.output_dir, stage)
+
+
+# --------------------------------------------------------------------------- loading
+def conf_dir() -> Path:
+    """The conf/ folder: $STARSCALE_CONF_DIR, the repo's conf/, or the copy packed in the zip."""
+    if os.environ.get(CONF_ENV):
+        return Path(os.environ[CONF_ENV])
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent.parent / "conf", here / "conf"):
+        if (cand / "base.yaml").is_file():
+            return cand
+    raise ValueError(f"conf/base.yaml not found (looked in {here.parent.parent / 'conf'} and "
+                     f"{here / 'conf'}); set {CONF_ENV}")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, over: dict, path: str, source: str) -> dict:
+    out = dict(base)
+    for key, val in over.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in base:
+            raise ValueError(f"{source}: unknown key {key_path!r}")
+        if isinstance(base[key], dict) and isinstance(val, dict):
+            if key_path in _FREE_DICTS:       # keys are data: overlay adds or replaces keys
+                out[key] = {**base[key], **val}
+            elif key_path in _REPLACED_DICTS:  # a value that happens to be a mapping
+                out[key] = val
+            else:
+                out[key] = _merge(base[key], val, key_path, source)
+        else:
+            out[key] = val
+    return out
+
+
+# Mappings whose keys are data, not schema: an overlay may add keys there.
+_FREE_DICTS = ("spark.conf",)
+# Values that may be a mapping or a scalar: an overlay replaces them whole.
+_REPLACED_DICTS = ("sample.strategy",)
+
+
+def _is_free_dict(key_path: str) -> bool:
+    return key_path in _FREE_DICTS or key_path in _REPLACED_DICTS
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """'a.b=c' → (['a','b'], yaml-parsed c)."""
+    if "=" not in item:
+        raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set corpus.rows=1000")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply_set(data: dict, keys: list[str], value: Any, item: str) -> None:
+    node = data
+    for i, key in enumerate(keys):
+        key_path = ".".join(keys[: i + 1])
+        last = i == len(keys) - 1
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {item}: {'.'.join(keys[:i])!r} is not a section")
+        if key not in node and not _is_free_dict(".".join(keys[:i])):
+            raise ValueError(f"--set {item}: unknown key {key_path!r}")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
+
+
+def _check(tp: Any, value: Any, path: str) -> Any:
+    """Check value against type tp; return it converted (int→float, lists→lists)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"{path}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            try:
+                return _check(arm, value, path)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(f"{path}: {value!r} fits none of the allowed types ({'; '.join(errors)})")
+    if tp is type(None):
+        if value is not None:
+            raise ValueError(f"{path}: expected null, got {value!r}")
+        return None
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        (arm,) = typing.get_args(tp)
+        return [_check(arm, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        ktp, vtp = typing.get_args(tp)
+        return {_check(ktp, k, f"{path}.{k}"): _check(vtp, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"{path}: expected a string, got {type(value).__name__} {value!r}")
+        return str(value)
+    raise TypeError(f"{path}: unsupported config type {tp!r}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ValueError(f"unknown key {f'{path}.{key}' if path else key!r}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key_path = f"{path}.{f.name}" if path else f.name
+        if f.name not in data:
+            raise ValueError(f"missing key {key_path!r} (every default belongs in conf/base.yaml)")
+        value = _check(hints[f.name], data[f.name], key_path)
+        lo, hi, lo_open, hi_open = f.metadata.get("range", (None, None, False, False))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if lo is not None and (value < lo or (lo_open and value == lo)):
+                raise ValueError(f"{key_path}: {value} is out of range (must be {'>' if lo_open else '>='} {lo})")
+            if hi is not None and (value > hi or (hi_open and value == hi)):
+                raise ValueError(f"{key_path}: {value} is out of range (must be {'<' if hi_open else '<='} {hi})")
+        kwargs[f.name] = value
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(path)
+    return obj
+
+
+def load_config(conf_files: list[str] | None = None, overrides: list[str] | None = None,
+                base: Path | None = None) -> Config:
+    """base.yaml, then each overlay in order (later wins), then each KEY=VALUE override."""
+    base_path = base or conf_dir() / "base.yaml"
+    data = _read_yaml(base_path)
+    for conf_file in conf_files or []:
+        data = _merge(data, _read_yaml(Path(conf_file)), "", str(conf_file))
+    for item in overrides or []:
+        keys, value = parse_set(item)
+        _apply_set(data, keys, value, item)
+    return _build(Config, data, "")
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config from to_dict() output (e.g. shipped to a Horovod worker)."""
+    return _build(Config, data, "")

@@ -20,6 +20,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "clean text, dedupe, split train/validation/test, ladder ranks"),
     "sample": ("sample", "resample the train split (under/over/class weights/adasyn)"),
     "encode": ("encode", "vocabulary + token-id shards and TF-IDF features, fit on train"),
+    "train-lr": ("train_lr", "logistic-regression baseline (MLlib or scikit-learn) on TF-IDF"),
+    "train-lstm": ("train_lstm", "the LSTM with Horovod, each worker streaming its shard"),
+    "evaluate": ("evaluate", "score a saved model on the test split, append a results row"),
+    "predict": ("predict", "batch-score reviews with a saved model inside Spark"),
 }
 
 

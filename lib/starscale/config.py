@@ -112,6 +112,7 @@ class LadderConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
+    size: int | Literal["full"]          # which ladder subset of train to resample
     method: Literal["none", "random_under", "random_over", "class_weight", "adasyn"]
     strategy: str | dict[int, int]       # 'auto' | 'majority' | 'not minority' | 'not majority' | 'all' | {star: n}
     seed: int
@@ -121,6 +122,8 @@ class SampleConfig:
         named = ("auto", "majority", "not minority", "not majority", "all")
         if isinstance(self.strategy, str) and self.strategy not in named:
             raise ValueError(f"{path}.strategy: {self.strategy!r} is not one of {named} or a dict")
+        if isinstance(self.size, int) and self.size < 1:
+            raise ValueError(f"{path}.size: {self.size} is out of range (must be >= 1 or 'full')")
         if isinstance(self.strategy, dict):
             for star, n in self.strategy.items():
                 if star not in (1, 2, 3, 4, 5) or n < 0:
@@ -142,6 +145,55 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
+class LRConfig:
+    engine: Literal["mllib", "sklearn"]
+    reg_param: float = _f(**rng(0))       # MLlib regParam
+    elastic_net: float = _f(**rng(0, 1))  # MLlib elasticNetParam
+    C: float = _f(**rng(0, lo_open=True))  # scikit-learn inverse regularization
+    max_iter: int = _f(**rng(1))
+    sklearn_max_rows: int = _f(**rng(1))  # scikit-learn collects features to the driver
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    embedding_dim: int = _f(**rng(1))
+    embedding_trainable: bool = _f()
+    pretrained_vectors: str | None = _f()  # GloVe/fastText text file; null: random init
+    units: int = _f(**rng(1))
+    layers: int = _f(**rng(1))
+    bidirectional: bool = _f()
+    spatial_dropout: float = _f(**rng(0, 1, hi_open=True))
+    dropout: float = _f(**rng(0, 1, hi_open=True))
+    recurrent_dropout: float = _f(**rng(0, 1, hi_open=True))  # > 0 disables cuDNN on GPU
+    learning_rate: float = _f(**rng(0, lo_open=True))
+    clipnorm: float | None = _f()
+    batch_size: int = _f(**rng(1))
+    epochs: int = _f(**rng(1))
+    class_weight: Literal["balanced", "none"] = _f()
+    early_stopping_patience: int = _f(**rng(0))
+    mixed_precision: bool = _f()
+    deterministic: bool = _f()            # tf op determinism (slower; for resume tests)
+    shuffle_buffer: int = _f(**rng(0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    workers: int = _f(**rng(1))           # Horovod processes
+    launcher: Literal["spark", "horovodrun", "local"] = _f()
+    scale_lr: bool = _f()                 # learning rate × workers
+    warmup_epochs: int = _f(**rng(0))
+    start_timeout_s: int = _f(**rng(1))
+    stall_timeout_s: int = _f(**rng(1))   # no step progress for this long → fail
+    use_gpu: bool = _f()
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    bootstrap: int = _f(**rng(0))         # resamples for the 95% interval
+    seed: int = _f()
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig
     spark: SparkConfig
@@ -152,6 +204,14 @@ class Config:
     ladder: LadderConfig
     sample: SampleConfig
     encode: EncodeConfig
+    lr: LRConfig
+    lstm: LSTMConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+    def sample_tag(self) -> str:
+        """Folder name of one (ladder size, sampler) cell: e.g. '50000_random_under'."""
+        return f"{self.sample.size}_{self.sample.method}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -141,6 +141,7 @@ class EncodeConfig:
     tfidf_features: int = _f(**rng(1))
     tfidf_ngram_max: int = _f(**rng(1, 3))
     tfidf_hashed: bool = _f()
+    seed: int = _f()                      # order of train rows before sharding
 
 
 
@@ -295,13 +296,16 @@ def parse_set(item: str) -> tuple[list[str], Any]:
 def _apply_set(data: dict, keys: list[str], value: Any, item: str) -> None:
     node = data
     for i, key in enumerate(keys):
+        parent = ".".join(keys[:i])
+        if parent in _FREE_DICTS:          # spark.conf.spark.x.y=z: the rest is one key
+            node[".".join(keys[i:])] = value
+            return
         key_path = ".".join(keys[: i + 1])
-        last = i == len(keys) - 1
         if not isinstance(node, dict):
-            raise ValueError(f"--set {item}: {'.'.join(keys[:i])!r} is not a section")
-        if key not in node and not _is_free_dict(".".join(keys[:i])):
+            raise ValueError(f"--set {item}: {parent!r} is not a section")
+        if key not in node and not _is_free_dict(parent):
             raise ValueError(f"--set {item}: unknown key {key_path!r}")
-        if last:
+        if i == len(keys) - 1:
             node[key] = value
         else:
             node = node[key]

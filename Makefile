@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
-REQS := requirements/base.txt requirements/horovod.txt requirements/dev.txt setup.py
+REQS := requirements/common.txt requirements/cpu.txt requirements/horovod.txt requirements/dev.txt \
+	requirements/constraints.txt setup.py
 # The stamp is keyed on the requirements' content: a second `make setup` is a no-op.
 STAMP := $(VENV)/.setup-$(shell cat $(REQS) | sha256sum | cut -c1-16)
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
@@ -16,7 +17,7 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup doctor test demo package clean help
+.PHONY: setup setup-gpu constraints doctor test demo package gpu-smoke clean help
 help:
 	@echo "make setup | doctor | test | demo [DATA=real] | package | clean"
 
@@ -26,15 +27,35 @@ $(STAMP): $(REQS)
 	@command -v $(PY) >/dev/null || { echo "make setup: $(PY) not found (starscale needs Python 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q pip==24.3.1
-	$(BIN)/pip install -q -r requirements/base.txt -r requirements/dev.txt
+	$(BIN)/pip install -q -c requirements/constraints.txt -r requirements/cpu.txt -r requirements/dev.txt
 	@# horovod compiles against the installed TensorFlow: no build isolation, no cached wheel
 	@# (a wheel cached for another TF build would load with an ABI mismatch).
-	PATH=$(BIN):$$PATH $(HOROVOD_ENV) $(BIN)/pip install -q --no-build-isolation --no-cache-dir \
-		-r requirements/horovod.txt
+	@# Rebuild it whenever the TensorFlow it was built against changed.
+	tf=$$($(BIN)/python -c "from importlib.metadata import version as v; print(v('tensorflow-cpu'))"); \
+	if [ "$$(cat $(VENV)/.horovod-built-for 2>/dev/null)" != "$$tf" ]; then \
+		PATH=$(BIN):$$PATH $(HOROVOD_ENV) $(BIN)/pip install -q --no-build-isolation --no-cache-dir \
+			--force-reinstall --no-deps -r requirements/horovod.txt && echo "$$tf" > $(VENV)/.horovod-built-for; \
+	fi
+	$(BIN)/pip install -q -c requirements/constraints.txt -r requirements/horovod.txt
 	$(BIN)/pip install -q --no-deps -e .
 	@rm -f $(VENV)/.setup-*
 	@touch $@
 	@echo "setup done: $(VENV)"
+
+# A GPU node: the CUDA TensorFlow build and horovod with NCCL (needs nvcc; see docs/install.md).
+setup-gpu:
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q pip==24.3.1
+	$(BIN)/pip install -q -r requirements/gpu.txt -r requirements/dev.txt
+	PATH=$(BIN):$$PATH $(HOROVOD_ENV) HOROVOD_GPU_OPERATIONS=NCCL \
+		HOROVOD_NCCL_HOME=$$($(BIN)/python -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + '/nccl')" 2>/dev/null || echo /usr) \
+		$(BIN)/pip install --no-build-isolation --no-cache-dir -r requirements/horovod.txt
+	$(BIN)/pip install -q --no-deps -e .
+
+# Regenerate the transitive pins from the current venv.
+constraints: setup
+	(head -2 requirements/constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -i -E "^(horovod|starscale)") > requirements/constraints.txt.new
+	mv requirements/constraints.txt.new requirements/constraints.txt
 
 doctor: setup
 	@$(BIN)/python -c "import sys; print('python', sys.version.split()[0])"

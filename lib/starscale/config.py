@@ -229,28 +229,46 @@ class Config:
 
 
 # --------------------------------------------------------------------------- loading
-def conf_dir() -> Path:
-    """The conf/ folder: $STARSCALE_CONF_DIR, the repo's conf/, or the copy packed in the zip."""
+def conf_dir() -> Path | None:
+    """The conf/ folder on disk: $STARSCALE_CONF_DIR or the repo's conf/; None when running
+    from the --py-files zip, where base.yaml is read as package data instead."""
     if os.environ.get(CONF_ENV):
         return Path(os.environ[CONF_ENV])
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent.parent / "conf", here / "conf"):
-        if (cand / "base.yaml").is_file():
-            return cand
-    raise ValueError(f"conf/base.yaml not found (looked in {here.parent.parent / 'conf'} and "
-                     f"{here / 'conf'}); set {CONF_ENV}")
+    repo_conf = Path(__file__).resolve().parent.parent.parent / "conf"
+    return repo_conf if (repo_conf / "base.yaml").is_file() else None
+
+
+def _base_yaml() -> tuple[str, str]:
+    """(text, where) of base.yaml: from conf_dir(), else the copy packed into starscale/conf/."""
+    folder = conf_dir()
+    if folder is not None:
+        path = folder / "base.yaml"
+        if not path.is_file():
+            raise ValueError(f"config file not found: {path} (from ${CONF_ENV})")
+        return path.read_text(), str(path)
+    from importlib import resources
+    packed = resources.files("starscale") / "conf" / "base.yaml"
+    try:
+        return packed.read_text(), "starscale/conf/base.yaml (packaged)"
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        raise ValueError("conf/base.yaml not found: not in the repo, not packaged with starscale "
+                         f"(build the zip with `make package`), and ${CONF_ENV} unset") from None
+
+
+def _parse_yaml(text: str, where: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: top level must be a mapping, got {type(data).__name__}")
+    return data
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
+    return _parse_yaml(path.read_text(), str(path))
 
 
 def _merge(base: dict, over: dict, path: str, source: str) -> dict:
@@ -391,8 +409,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
 def load_config(conf_files: list[str] | None = None, overrides: list[str] | None = None,
                 base: Path | None = None) -> Config:
     """base.yaml, then each overlay in order (later wins), then each KEY=VALUE override."""
-    base_path = base or conf_dir() / "base.yaml"
-    data = _read_yaml(base_path)
+    data = _read_yaml(base) if base is not None else _parse_yaml(*_base_yaml())
     for conf_file in conf_files or []:
         data = _merge(data, _read_yaml(Path(conf_file)), "", str(conf_file))
     for item in overrides or []:

@@ -93,3 +93,9 @@ package: setup
 
 clean:
 	rm -rf out build dist report spark-warehouse .pytest_cache
+
+# One short GPU check (issue 4/6): one epoch on 200k synthetic rows on one GPU, samples/s and
+# the LSTM kernel in use. On a CPU machine: make gpu-smoke GPU_SMOKE_ARGS="--rows 2000".
+GPU_SMOKE_ARGS ?=
+gpu-smoke: setup
+	$(BIN)/python bench/gpu_smoke.py $(GPU_SMOKE_ARGS)

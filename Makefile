@@ -17,7 +17,7 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup setup-gpu constraints doctor test demo package gpu-smoke clean help
+.PHONY: setup setup-gpu constraints doctor test demo package gpu-smoke cluster-up cluster-down clean help
 help:
 	@echo "make setup | doctor | test | demo [DATA=real] | package | clean"
 
@@ -99,3 +99,10 @@ clean:
 GPU_SMOKE_ARGS ?=
 gpu-smoke: setup
 	$(BIN)/python bench/gpu_smoke.py $(GPU_SMOKE_ARGS)
+
+# A Spark standalone cluster on 127.0.0.1 (master + cluster.workers workers), for cluster mode.
+CLUSTER_CONF ?=
+cluster-up: setup
+	$(BIN)/python -m starscale.cluster up $(CLUSTER_CONF)
+cluster-down:
+	$(BIN)/python -m starscale.cluster down $(CLUSTER_CONF)

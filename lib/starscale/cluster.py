@@ -1,0 +1,165 @@
+"""A Spark standalone cluster on loopback, started from the installed pyspark distribution.
+
+`python -m starscale.cluster up|down|status [--conf FILE] [--set KEY=VALUE]` (make cluster-up /
+cluster-down). One master and `cluster.workers` workers, each a JVM started with pyspark's
+`bin/spark-class`, bound to 127.0.0.1, logs and pid files under `cluster.run_dir`. `down` stops
+only the processes whose pids `up` recorded, and only if they are still the JVMs it started.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from starscale.config import ClusterConfig, load_config
+
+
+def spark_home() -> Path:
+    import pyspark
+    return Path(pyspark.__file__).resolve().parent
+
+
+def master_url(cfg: ClusterConfig) -> str:
+    return f"spark://{cfg.host}:{cfg.master_port}"
+
+
+def _env(cfg: ClusterConfig, run_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": cfg.host,          # every listener on loopback only
+        "SPARK_MASTER_HOST": cfg.host,
+        "SPARK_LOG_DIR": str(run_dir / "logs"),
+        "SPARK_WORKER_DIR": str(run_dir / "work"),
+        "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
+    })
+    return env
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _start(name: str, args: list[str], run_dir: Path, env: dict[str, str]) -> int:
+    log = open(run_dir / "logs" / f"{name}.log", "ab")
+    proc = subprocess.Popen([str(spark_home() / "bin" / "spark-class"), *args], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)     # survives the caller; stopped by pid
+    (run_dir / "pids" / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_for(predicate, timeout_s: int, what: str, log: Path) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+    raise RuntimeError(f"{what} not up after {timeout_s}s; log {log}:\n{tail}")
+
+
+def up(cfg: ClusterConfig) -> str:
+    """Start master + workers; return the master URL. Refuses when one is already running."""
+    run_dir = Path(cfg.run_dir).resolve()
+    for sub in ("logs", "pids", "work"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    if _running(run_dir):
+        raise RuntimeError(f"a cluster started from {run_dir} is already running; cluster-down first")
+    if _port_open(cfg.host, cfg.master_port):
+        raise RuntimeError(f"port {cfg.host}:{cfg.master_port} is taken by another process "
+                           f"(set cluster.master_port)")
+    env = _env(cfg, run_dir)
+    _start("master", ["org.apache.spark.deploy.master.Master", "--host", cfg.host,
+                      "--port", str(cfg.master_port), "--webui-port", str(cfg.master_webui_port)],
+           run_dir, env)
+    _wait_for(lambda: _port_open(cfg.host, cfg.master_port), cfg.start_timeout_s, "master",
+              run_dir / "logs" / "master.log")
+    for i in range(cfg.workers):
+        _start(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", master_url(cfg),
+                               "--host", cfg.host, "--cores", str(cfg.worker_cores),
+                               "--memory", cfg.worker_memory,
+                               "--webui-port", str(cfg.master_webui_port + 1 + i),
+                               "--work-dir", str(run_dir / "work" / f"worker-{i}")],
+               run_dir, env)
+    for i in range(cfg.workers):
+        log = run_dir / "logs" / f"worker-{i}.log"
+        _wait_for(lambda log=log: log.exists() and b"Successfully registered with master" in log.read_bytes(),
+                  cfg.start_timeout_s, f"worker-{i}", log)
+    return master_url(cfg)
+
+
+def _is_our_jvm(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"org.apache.spark.deploy" in cmdline
+
+
+def _running(run_dir: Path) -> dict[str, int]:
+    out = {}
+    for pid_file in sorted((run_dir / "pids").glob("*.pid")):
+        pid = int(pid_file.read_text().strip() or 0)
+        if pid and _is_our_jvm(pid):
+            out[pid_file.stem] = pid
+    return out
+
+
+def kill_worker(run_dir: str, index: int) -> int:
+    """SIGKILL one worker JVM (fault tests); returns its pid."""
+    pid = _running(Path(run_dir).resolve())[f"worker-{index}"]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def down(run_dir_str: str, timeout_s: int = 20) -> list[str]:
+    """Stop what up() started (by recorded pid); return the names stopped."""
+    run_dir = Path(run_dir_str).resolve()
+    running = _running(run_dir)
+    for pid in running.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and any(_is_our_jvm(p) for p in running.values()):
+        time.sleep(0.3)
+    for pid in running.values():
+        if _is_our_jvm(pid):
+            os.kill(pid, signal.SIGKILL)
+    for pid_file in (run_dir / "pids").glob("*.pid") if (run_dir / "pids").exists() else []:
+        pid_file.unlink()
+    return sorted(running)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m starscale.cluster")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--conf", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.conf, args.overrides).cluster
+        if args.action == "up":
+            print(f"cluster up: {up(cfg)} (logs and pids under {Path(cfg.run_dir).resolve()})")
+            return
+    except (ValueError, RuntimeError) as exc:
+        print(f"starscale cluster {args.action}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.action == "up":
+        return
+    if args.action == "down":
+        stopped = down(cfg.run_dir)
+        print(f"cluster down: stopped {', '.join(stopped) or 'nothing (none running)'}")
+    else:
+        running = _running(Path(cfg.run_dir).resolve())
+        print("\n".join(f"{name}: pid {pid}" for name, pid in running.items()) or "not running")
+
+
+if __name__ == "__main__":
+    main()

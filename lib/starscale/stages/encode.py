@@ -1,0 +1,223 @@
+"""encode: vocabulary, padded token-id shards and TF-IDF features, all fit on train only.
+
+Input: <run.output_dir>/prepare (reviews/ + manifest with the ladder quotas) and
+<run.output_dir>/sample/<tag>/train. Output: <run.output_dir>/encode/<tag>/ (docs/tables.md):
+vocab.txt, sequences/ (split=/shard=), tfidf_model/, features/ (split=) and the manifest.
+
+The vocabulary and the TF-IDF model are fit on the ladder subset of train of size sample.size
+(before resampling: replicas would only inflate counts, and validation/test text never
+enters); sequences and features cover the resampled train rows, validation and test.
+"""
+from __future__ import annotations
+
+import os
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (DoubleType, IntegerType, LongType, StringType, StructField,
+                               StructType)
+
+from starscale import encode, storage
+from starscale.config import Config, EncodeConfig
+
+PREPARE_REVIEWS_SCHEMA = StructType([
+    StructField("review_id", StringType()),
+    StructField("star", IntegerType()),
+    StructField("text", StringType()),
+    StructField("split", StringType()),
+    StructField("class_rank", LongType()),
+])
+SAMPLE_TRAIN_SCHEMA = StructType([
+    StructField("review_id", StringType()),
+    StructField("star", IntegerType()),
+    StructField("text", StringType()),
+    StructField("weight", DoubleType()),
+    StructField("copy", IntegerType()),
+])
+SPLITS = ("train", "validation", "test")
+
+
+def ladder_quota(manifest: dict, size: int | str, prepare_dir: str) -> dict[int, int] | None:
+    """{star: quota} for ladder size `size` from the prepare manifest; None: the whole train split
+    ('full' without its own entry)."""
+    ladder = manifest.get("ladder")
+    if not isinstance(ladder, dict):
+        raise ValueError(f"{prepare_dir}/{storage.MANIFEST}: key 'ladder' missing; rerun prepare")
+    quota = ladder.get(str(size))
+    if quota is None:
+        if size == "full":
+            return None
+        raise ValueError(f"{prepare_dir}/{storage.MANIFEST}: ladder has no size {size!r} "
+                         f"(sample.size; sizes there: {sorted(ladder, key=str)})")
+    return {int(star): int(n) for star, n in quota.items()}
+
+
+def ladder_train(reviews: DataFrame, quota: dict[int, int] | None) -> tuple[DataFrame, str]:
+    """The ladder subset of train (split='train' AND class_rank < quota[star]) and which code
+    selected it: starscale.split.ladder_subset when that exists, else the same rule inline."""
+    if quota is None:
+        return reviews.where(F.col("split") == "train"), "all train rows"
+    try:
+        from starscale.split import ladder_subset
+    except ImportError:
+        limits = F.create_map(*[F.lit(v) for k, n in sorted(quota.items()) for v in (k, n)])
+        subset = reviews.where((F.col("split") == "train")
+                               & (F.col("class_rank") < limits[F.col("star")]))
+        return subset, "inline filter"
+    return ladder_subset(reviews, quota), "starscale.split.ladder_subset"
+
+
+def _labelled(df: DataFrame, split: str, weight: Column, *extra: str) -> DataFrame:
+    """review_id, label (star − 1), weight, text (null → ''), split, *extra."""
+    return df.select(
+        F.col("review_id"),
+        (F.col("star") - 1).cast("int").alias("label"),
+        weight.cast("double").alias("weight"),
+        F.coalesce(F.col("text"), F.lit("")).alias("text"),
+        F.lit(split).alias("split"),
+        *[F.col(c) for c in extra],
+    )
+
+
+def _counts(df: DataFrame, *cols: str) -> dict:
+    return {tuple(row[c] for c in cols): row["count"]
+            for row in df.groupBy(*cols).count().collect()}
+
+
+def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
+                    vocab: list[str], ecfg: EncodeConfig, source: str) -> dict:
+    """sequences/ (split=/shard=) from the resampled train rows and prepare's validation/test;
+    returns the manifest counts, checked against the inputs."""
+    train = _labelled(sampled, "train", F.col("weight"), "copy")
+    shards = encode.compute_train_shards(train, ecfg.seed, ecfg.shards)
+    try:
+        if shards.total < ecfg.shards:
+            raise ValueError(f"{source}: {shards.total} train rows, fewer than encode.shards="
+                             f"{ecfg.shards}; every shard would be empty")
+        validation = encode.hash_shards(
+            _labelled(reviews.where(F.col("split") == "validation"), "validation", F.lit(1.0)),
+            ecfg.seed, ecfg.shards)
+        test = (_labelled(reviews.where(F.col("split") == "test"), "test", F.lit(1.0))
+                .withColumn("shard", F.lit(0)))
+        columns = ["review_id", "label", "weight", "text", "split", "shard"]
+        unioned = (shards.rows.select(*columns)
+                   .unionByName(validation.select(*columns))
+                   .unionByName(test.select(*columns)))
+        sequences = encode.with_token_ids(unioned, vocab, ecfg.max_len, ecfg.padding,
+                                          ecfg.truncating)
+        (sequences.select("review_id", "label", "weight", "ids", "split", "shard")
+         .write.partitionBy("split", "shard").parquet(staging + "/sequences"))
+    finally:
+        shards.cached.unpersist()
+
+    # counts from what was written, so the manifest describes the published files
+    written = spark.read.parquet(staging + "/sequences")
+    per_shard = _counts(written, "split", "shard")
+    rows = {split: {str(s): per_shard.get((split, s), 0)
+                    for s in range(ecfg.shards if split != "test" else 1)}
+            for split in SPLITS}
+    train_sizes = set(rows["train"].values())
+    if len(train_sizes) != 1 or sum(rows["train"].values()) != shards.total - shards.dropped:
+        raise RuntimeError(f"encode: train shards {rows['train']} are not equal or do not "
+                           f"add up to {shards.total} - {shards.dropped}")
+    split_counts = {k[0]: n for k, n in _counts(reviews, "split").items()}
+    for split in ("validation", "test"):
+        if sum(rows[split].values()) != split_counts.get(split, 0):
+            raise RuntimeError(f"encode: wrote {sum(rows[split].values())} {split} rows, "
+                               f"{source} has {split_counts.get(split, 0)}")
+    label_counts = {k[0]: n for k, n in
+                    _counts(written.where(F.col("split") == "train"), "label").items()}
+    return {
+        "rows": rows,
+        "train_rows_in": shards.total,
+        "train_remainder_dropped": shards.dropped,
+        "train_rows_per_shard": next(iter(train_sizes)),
+        "label_counts_train": {str(k): v for k, v in sorted(label_counts.items())},
+        "class_weights_balanced": {str(k): w for k, w in
+                                   encode.balanced_class_weights(label_counts).items()},
+        "rows_by_split_in": {split: (shards.total if split == "train"
+                                     else split_counts.get(split, 0)) for split in SPLITS},
+    }
+
+
+def write_features(spark, staging: str, fit_rows: DataFrame, sampled: DataFrame,
+                   reviews: DataFrame, ecfg: EncodeConfig) -> dict:
+    """Fit the TF-IDF pipeline on fit_rows, save it as tfidf_model/ and write features/ (split=)
+    for the resampled train rows, validation and test; returns the manifest counts."""
+    pipeline = encode.tfidf_pipeline(ecfg.tfidf_ngram_max, ecfg.tfidf_features,
+                                     ecfg.tfidf_hashed)
+    model = pipeline.fit(fit_rows)
+    model.write().save(staging + "/tfidf_model")
+    to_score = (_labelled(sampled, "train", F.col("weight"))
+                .unionByName(_labelled(reviews.where(F.col("split") == "validation"),
+                                       "validation", F.lit(1.0)))
+                .unionByName(_labelled(reviews.where(F.col("split") == "test"),
+                                       "test", F.lit(1.0))))
+    (model.transform(to_score)
+     .select("review_id", "label", "weight", "features", "split")
+     .write.partitionBy("split").parquet(staging + "/features"))
+    feature_rows = {k[0]: n for k, n in
+                    _counts(spark.read.parquet(staging + "/features"), "split").items()}
+    counter = model.stages[-3]   # CountVectorizerModel or HashingTF
+    return {
+        "fit_rows": model.stages[-2].numDocs,   # the IDF saw every fitting row
+        "tfidf_features": (ecfg.tfidf_features if ecfg.tfidf_hashed
+                           else len(counter.vocabulary)),
+        "tfidf_hashed": ecfg.tfidf_hashed,
+        "tfidf_ngram_max": ecfg.tfidf_ngram_max,
+        "features_rows": {split: feature_rows.get(split, 0) for split in SPLITS},
+    }
+
+
+def run(spark, cfg: Config, force: bool = False) -> dict:
+    """Fit vocabulary + TF-IDF on the train ladder subset, write sequences and features."""
+    ecfg = cfg.encode
+    tag = cfg.sample_tag()
+    prepare_dir = cfg.stage_dir("prepare")
+    sample_dir = os.path.join(cfg.stage_dir("sample"), tag)
+    output = os.path.join(cfg.stage_dir("encode"), tag)
+
+    def write(staging: str) -> dict:
+        prepare_manifest = storage.require_manifest(spark, prepare_dir, "prepare")
+        quota = ladder_quota(prepare_manifest, cfg.sample.size, prepare_dir)
+        reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(prepare_dir + "/reviews")
+        sampled = spark.read.schema(SAMPLE_TRAIN_SCHEMA).parquet(sample_dir + "/train")
+        fit_rows, ladder_via = ladder_train(reviews, quota)
+        # read three times (vocabulary, CountVectorizer, IDF): keep it
+        fit_rows = (fit_rows.select(F.coalesce(F.col("text"), F.lit("")).alias("text"))
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            vocab = encode.compute_vocab(fit_rows, ecfg.vocab_size, ecfg.min_count)
+            if len(vocab) <= 2:
+                raise ValueError(f"{prepare_dir}/reviews: the train ladder subset of size "
+                                 f"{cfg.sample.size} has no token with count >= "
+                                 f"{ecfg.min_count} (encode.min_count)")
+            storage.write_text(spark, staging + "/vocab.txt", encode.vocab_text(vocab))
+            seq_info = write_sequences(spark, staging, sampled, reviews, vocab, ecfg,
+                                       sample_dir + "/train")
+            feature_info = write_features(spark, staging, fit_rows, sampled, reviews, ecfg)
+        finally:
+            fit_rows.unpersist()
+        if feature_info["features_rows"] != seq_info["rows_by_split_in"]:
+            raise RuntimeError(f"encode: features rows {feature_info['features_rows']} differ "
+                               f"from the input rows {seq_info['rows_by_split_in']}")
+        return {
+            "tag": tag,
+            "ladder_size": cfg.sample.size,
+            "ladder_quota": {str(k): v for k, v in sorted(quota.items())} if quota else None,
+            "ladder_selected_by": ladder_via,
+            "vocab_size": len(vocab),
+            "max_len": ecfg.max_len,
+            "padding": ecfg.padding,
+            "truncating": ecfg.truncating,
+            "shards": ecfg.shards,
+            **seq_info,
+            **feature_info,
+        }
+
+    return storage.run_stage(
+        spark, stage="encode", output=output,
+        config_hash=cfg.section_hash("encode", "sample", "ladder"),
+        config=cfg.to_dict(),
+        upstream={prepare_dir: "prepare", sample_dir: "sample"}, force=force, write=write)

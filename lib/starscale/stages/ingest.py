@@ -1,0 +1,144 @@
+"""Stage ingest: raw amazon_reviews_us TSV or McAuley JSON lines → ingest/{reviews,quarantine}.
+
+Input: ``ingest.inputs`` (files, folders, globs, read in the order given, each pattern's files
+sorted by path; a file named twice is read once) or, when empty, the make-corpus output.
+Output: ``<run.output_dir>/ingest`` with ``reviews/`` and ``quarantine/`` (docs/tables.md) and a
+manifest holding, per file and in total, lines read, header lines, accepted rows and rejected
+rows by reason. Rules: starscale.ingest.
+
+Before any job the driver reads line 1 of each TSV file (the header check). Jobs: (1) one pass
+that counts the lines of every split (a tiny result that gives exact line numbers);
+(2) parse, classify, dedupe (one shuffle) into a persisted frame and count outcomes; the checks
+(line identity, rejected share) run here, before anything is written; (3, 4) write the two
+tables from the persisted frame. A failed check raises ValueError and nothing is published.
+"""
+from __future__ import annotations
+
+import dataclasses
+from urllib.parse import unquote
+
+from pyspark import StorageLevel
+
+from starscale import ingest, storage
+from starscale.config import Config
+
+
+def resolve_inputs(spark, patterns: list[str]) -> list[str]:
+    """Files named by the patterns, in pattern order (sorted within one), each once."""
+    files: list[str] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        found = storage.list_files(spark, pattern)
+        if not found:
+            raise ValueError(f"ingest input not found or empty: {pattern}")
+        for path, _, _ in found:
+            if path not in seen:
+                seen.add(path)
+                files.append(path)
+    return files
+
+
+def first_line(spark, path: str) -> str | None:
+    """Line 1 of a file (decompressed by its extension, at most FIRST_LINE_BYTES, trailing CR
+    dropped), or None when the file has no bytes. Reads only the start of the file."""
+    jvm = spark._jvm
+    conf = spark._jsc.hadoopConfiguration()
+    jpath = jvm.org.apache.hadoop.fs.Path(path)
+    stream = jpath.getFileSystem(conf).open(jpath)
+    try:
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(jpath)
+        if codec is not None:
+            stream = codec.createInputStream(stream)
+        text = jvm.org.apache.hadoop.io.Text()
+        size = jvm.org.apache.hadoop.util.LineReader(stream).readLine(
+            text, ingest.FIRST_LINE_BYTES, ingest.FIRST_LINE_BYTES)
+        return text.toString() if size > 0 else None
+    finally:
+        stream.close()
+
+
+def check_headers(spark, files: list[str]) -> None:
+    """ValueError naming the first file that is empty or whose line 1 is not the TSV header."""
+    for path in files:
+        first = first_line(spark, path)
+        if first is None:
+            raise ValueError(f"{path}: empty input file (no lines)")
+        if first.lstrip("\ufeff") != ingest.TSV_HEADER:
+            raise ValueError(
+                f"{path}: line 1 is not the amazon_reviews_us header; expected "
+                f"{ingest.TSV_HEADER!r}, found {first[:300]!r}")
+
+
+def build_outcomes(spark, files: list[str], fmt: str):
+    """Files → (outcomes DataFrame, lines per file). Checks that every TSV file starts with the
+    header (reading only line 1), then runs job 1 (per-split line counts, a tiny result)."""
+    if fmt == "tsv":
+        check_headers(spark, files)
+    lines = ingest.tag_lines(spark.read.text(files, lineSep="\n"))
+    order = {path: i for i, path in enumerate(files)}
+    stats = []
+    for row in ingest.split_stats(lines).collect():
+        # _metadata.file_path is URI-encoded (a space is %20); listings give the plain path.
+        path = unquote(row["file_path"])
+        if path not in order:
+            raise ValueError(f"Spark read a file outside the input list: {row['file_path']}")
+        stats.append({**row.asDict(), "source_file": path, "file_order": order[path]})
+    lines_per_file: dict[str, int] = {}
+    for row in stats:
+        path = row["source_file"]
+        lines_per_file[path] = lines_per_file.get(path, 0) + row["lines"]
+    for path in files:
+        if not lines_per_file.get(path):
+            raise ValueError(f"{path}: empty input file (no lines)")
+    offsets = spark.createDataFrame(
+        [tuple(r[f.name] for f in ingest.OFFSETS_SCHEMA.fields)
+         for r in ingest.line_offsets(stats)],
+        ingest.OFFSETS_SCHEMA)
+    numbered = ingest.number_lines(lines, offsets)
+    if fmt == "tsv":
+        outcomes = ingest.finish_tsv(ingest.mark_duplicates(ingest.classify_tsv(numbered)))
+    else:
+        outcomes = ingest.finish_jsonl(ingest.mark_duplicates(ingest.classify_jsonl(numbered)))
+    return outcomes, lines_per_file
+
+
+def ingest_files(spark, files: list[str], fmt: str, max_rejected_share: float,
+                 output: str) -> dict:
+    """Read, check and write files → output/{reviews,quarantine}; returns the counts."""
+    outcomes, lines_per_file = build_outcomes(spark, files, fmt)
+    # Persisted so that the counts and both tables come from one parse and one shuffle.
+    outcomes = outcomes.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = ingest.compute_outcome_counts(outcomes)
+        summary = ingest.build_manifest(files, lines_per_file, counts, max_rejected_share,
+                                        expect_header=fmt == "tsv")
+        ingest.reviews_of(outcomes).write.parquet(output + "/reviews")
+        ingest.quarantine_of(outcomes).write.parquet(output + "/quarantine")
+    finally:
+        outcomes.unpersist()
+    return {"format": fmt, **summary}
+
+
+def run(spark, cfg: Config, force: bool = False) -> dict:
+    """Publish <output_dir>/ingest from ingest.inputs (or the corpus); returns the manifest."""
+    settings = cfg.ingest
+    if settings.inputs:
+        patterns, upstream, raw_inputs = list(settings.inputs), None, list(settings.inputs)
+    else:
+        corpus = cfg.stage_dir("corpus")
+        patterns, upstream, raw_inputs = [corpus], {corpus: "make-corpus"}, None
+
+    def write(staging: str) -> dict:
+        try:
+            files = resolve_inputs(spark, patterns)
+            return ingest_files(spark, files, settings.format, settings.max_rejected_share,
+                                staging)
+        except Exception:
+            storage.delete(spark, staging)   # nothing half-written stays behind
+            raise
+
+    return storage.run_stage(
+        spark, stage="ingest", output=cfg.stage_dir("ingest"),
+        config_hash=cfg.section_hash("ingest"),
+        config={"ingest": dataclasses.asdict(settings)},
+        upstream=upstream, raw_inputs=raw_inputs, force=force, write=write)

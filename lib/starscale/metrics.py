@@ -1,0 +1,189 @@
+"""The study's metrics on 5-class star predictions, with bootstrap intervals.
+
+Labels are 0..4 (star − 1) everywhere. Confusion rows are the true class, columns the predicted one.
+
+The study's ``eval_metric`` (``score``) is the harmonic mean of recall(1★), recall(2★),
+recall(3★), recall(4★) and precision(5★): it rewards finding the rare low-star reviews without
+letting the model dump everything into 5★. It is 0 when any component is 0 (or undefined).
+
+Bootstrap: every metric here is a function of the confusion matrix only, and resampling n test
+rows with replacement gives cell counts distributed exactly Multinomial(n, cell shares). So we
+draw the resampled confusion matrices directly (np.random.Generator.multinomial) instead of
+drawing n row indices per resample and bincounting them: the same distribution, but the cost per
+resample is O(25) (O(125) for a paired comparison) instead of O(n), so 1M rows × 1000 resamples
+takes milliseconds.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+N_CLASSES = 5
+METRICS = ("score", "accuracy", "macro_f1")
+
+
+def confusion(y_true, y_pred) -> np.ndarray:
+    """5×5 int64 confusion matrix of labels 0..4 (rows true, columns predicted)."""
+    y_true = _labels(y_true, "y_true")
+    y_pred = _labels(y_pred, "y_pred")
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} rows but y_pred has {y_pred.size}")
+    return np.bincount(y_true * N_CLASSES + y_pred,
+                       minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
+
+
+def _labels(values, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-d array of labels, got shape {arr.shape}")
+    if arr.size and (not np.issubdtype(arr.dtype, np.integer)):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{name}: labels must be integers 0..4")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
+        raise ValueError(f"{name}: labels must be in 0..4 (star - 1), got {arr.min()}..{arr.max()}")
+    return arr
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with 0 where den is 0 (sklearn's zero_division=0)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+def _metrics_batch(conf: np.ndarray) -> dict[str, np.ndarray]:
+    """score, accuracy and macro_f1 of a stack of confusion matrices, shape (..., 5, 5)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    diag = np.diagonal(conf, axis1=-2, axis2=-1)
+    support = conf.sum(axis=-1)           # row sums: true counts
+    predicted = conf.sum(axis=-2)         # column sums: predicted counts
+    total = support.sum(axis=-1)
+    recall = _safe_div(diag, support)
+    precision = _safe_div(diag, predicted)
+    components = np.concatenate([recall[..., :4], precision[..., 4:5]], axis=-1)
+    all_positive = np.all(components > 0, axis=-1)
+    inv = np.divide(1.0, components, out=np.zeros_like(components), where=components > 0)
+    score = np.where(all_positive, _safe_div(components.shape[-1], inv.sum(axis=-1)), 0.0)
+    f1 = _safe_div(2.0 * diag, support + predicted)   # = 2PR/(P+R); 0 when tp = 0
+    return {"score": score,
+            "accuracy": _safe_div(diag.sum(axis=-1), total),
+            "macro_f1": f1.mean(axis=-1)}
+
+
+def score(confusion_matrix) -> float:
+    """The study's eval_metric: harmonic mean of recall(1..4★) and precision(5★); 0 if any is 0."""
+    conf = np.asarray(confusion_matrix)
+    if conf.shape != (N_CLASSES, N_CLASSES):
+        raise ValueError(f"confusion matrix must be 5x5, got shape {conf.shape}")
+    return float(_metrics_batch(conf)["score"])
+
+
+def summary(y_true, y_pred) -> dict[str, Any]:
+    """score, accuracy, macro_f1 (mean over all 5 classes), per-class table and the confusion.
+
+    per_class: list of {star, precision, recall, f1, support} for stars 1..5.
+    """
+    conf = confusion(y_true, y_pred)
+    diag = np.diag(conf).astype(np.float64)
+    support = conf.sum(axis=1)
+    predicted = conf.sum(axis=0)
+    precision = _safe_div(diag, predicted)
+    recall = _safe_div(diag, support)
+    f1 = _safe_div(2.0 * diag, support + predicted)
+    batch = _metrics_batch(conf)
+    return {
+        "score": float(batch["score"]),
+        "accuracy": float(batch["accuracy"]),
+        "macro_f1": float(batch["macro_f1"]),
+        "n": int(conf.sum()),
+        "per_class": [{"star": k + 1, "precision": float(precision[k]), "recall": float(recall[k]),
+                       "f1": float(f1[k]), "support": int(support[k])} for k in range(N_CLASSES)],
+        "confusion": conf.tolist(),
+    }
+
+
+def _percentiles(samples: np.ndarray, alpha: float) -> tuple[float, float]:
+    lo, hi = np.quantile(samples, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(lo), float(hi)
+
+
+def _check_boot(n: int, alpha: float) -> None:
+    if int(n) < 1:
+        raise ValueError(f"bootstrap resamples must be >= 1, got {n}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def _resampled_cells(cell_counts: np.ndarray, n: int, seed: int, chunk: int = 256):
+    """Yield chunks of bootstrap cell-count vectors: shape (≤chunk, len(cell_counts))."""
+    total = int(cell_counts.sum())
+    if total == 0:
+        raise ValueError("cannot bootstrap an empty test set")
+    shares = cell_counts / total
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        yield rng.multinomial(total, shares, size=min(chunk, n - start))
+
+
+def bootstrap_ci(y_true, y_pred, n: int, seed: int, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval over test rows: {score|accuracy|macro_f1: (lo, hi)}."""
+    _check_boot(n, alpha)
+    cells = confusion(y_true, y_pred).reshape(-1)
+    draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    for counts in _resampled_cells(cells, int(n), seed):
+        batch = _metrics_batch(counts.reshape(-1, N_CLASSES, N_CLASSES))
+        for m in METRICS:
+            draws[m].append(batch[m])
+    return {m: _percentiles(np.concatenate(draws[m]), alpha) for m in METRICS}
+
+
+def paired_bootstrap_diff(y_true, pred_a, pred_b, n: int, seed: int,
+                          alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """Metric(A) − metric(B) on the same test rows, resampled together (a paired bootstrap).
+
+    Returns {metric: {"diff": point difference, "lo", "hi": percentile interval,
+    "share_a_better": share of resamples with diff > 0}}. An interval that excludes 0 means the
+    difference is not explained by which test rows happened to be drawn.
+    """
+    _check_boot(n, alpha)
+    y_true = _labels(y_true, "y_true")
+    pred_a = _labels(pred_a, "pred_a")
+    pred_b = _labels(pred_b, "pred_b")
+    if not (y_true.shape == pred_a.shape == pred_b.shape):
+        raise ValueError(f"row counts differ: y_true {y_true.size}, pred_a {pred_a.size}, "
+                         f"pred_b {pred_b.size}")
+    k = N_CLASSES
+    cells = np.bincount((y_true * k + pred_a) * k + pred_b, minlength=k ** 3)
+    point_a = _metrics_batch(cells.reshape(k, k, k).sum(axis=2))
+    point_b = _metrics_batch(cells.reshape(k, k, k).sum(axis=1))
+    draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    for counts in _resampled_cells(cells, int(n), seed):
+        cube = counts.reshape(-1, k, k, k)
+        a = _metrics_batch(cube.sum(axis=3))
+        b = _metrics_batch(cube.sum(axis=2))
+        for m in METRICS:
+            draws[m].append(a[m] - b[m])
+    out = {}
+    for m in METRICS:
+        diffs = np.concatenate(draws[m])
+        lo, hi = _percentiles(diffs, alpha)
+        out[m] = {"diff": float(point_a[m] - point_b[m]), "lo": lo, "hi": hi,
+                  "share_a_better": float(np.mean(diffs > 0))}
+    return out
+
+
+def metric_columns(summary_: dict[str, Any], ci: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Flat results-table columns from summary() (+ bootstrap_ci()): score, score_lo, ...,
+    recall_1..5, precision_1..5, f1_1..5, support_1..5, n_test, confusion (5×5 list)."""
+    row: dict[str, Any] = {m: summary_[m] for m in METRICS}
+    for m in METRICS:
+        lo, hi = (ci or {}).get(m, (None, None))
+        row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
+    for cls in summary_["per_class"]:
+        for key in ("precision", "recall", "f1", "support"):
+            row[f"{key}_{cls['star']}"] = cls[key]
+    row["n_test"] = summary_.get("n")
+    row["confusion"] = summary_["confusion"]     # the results table stores it as JSON text
+    return row

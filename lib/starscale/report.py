@@ -1,0 +1,610 @@
+"""The static report: learning curves, sampler comparison, best models, data and run facts.
+
+``build_report`` is a pure function of the results table, a predictions loader, the stages'
+manifests (JSON dicts) and plain values; it returns the report's files as bytes (``index.html``,
+``report.md``, PNG plots, ``verdict.json``) and the verdict. It never fits or scores a model: the
+numbers come from the results rows; saved predictions are read only for the paired bootstrap of
+the verdict and for a confusion matrix a row does not carry.
+
+Every table is rendered twice from the same cells — HTML (``<table id="...">``) and markdown
+(preceded by ``<!-- table: id -->``) — so either can be parsed back. Plots are drawn with
+matplotlib's Agg backend (``Figure`` objects, no pyplot state) and referenced by relative name,
+so the folder reads offline with no server, CSS or JavaScript from elsewhere.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from starscale import metrics, verdict
+
+METRIC_LABELS = {"score": "score (harmonic mean R1..R4, P5)", "accuracy": "accuracy",
+                 "macro_f1": "macro F1"}
+RESULT_COLUMNS = ("run_id", "model", "engine", "series", "tag", "sample_size", "sample_method",
+                  "train_rows", "score", "score_lo", "score_hi", "accuracy", "accuracy_lo",
+                  "accuracy_hi", "macro_f1", "macro_f1_lo", "macro_f1_hi", "n_test", "in_curve")
+# Timing and throughput columns of a results row: undotted names (dotted ones are config).
+TIMING_PATTERN = re.compile(r"(seconds|_secs?$|_s$|throughput|per_s|per_sec|rows_per|samples_per"
+                            r"|epochs_run|rows_seen|time)", re.IGNORECASE)
+MANIFEST_SKIP = ("config", "inputs", "versions", "output", "complete")
+SAMPLERS = ("none", "random_under", "random_over", "class_weight", "adasyn")
+STARS = (1, 2, 3, 4, 5)
+PLOT_DPI = 110
+
+
+@dataclass
+class Table:
+    """One report table: id (HTML id / markdown marker), column names and raw cell values."""
+    id: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Report:
+    files: dict[str, bytes]
+    verdicts: list[dict[str, Any]]
+    plateaus: list[dict[str, Any]]
+    tables: dict[str, Table] = field(default_factory=dict)
+
+    @property
+    def sentences(self) -> list[str]:
+        return [v["sentence"] for v in self.verdicts]
+
+
+# --------------------------------------------------------------------------- cells
+def fmt(value: Any) -> str:
+    """One cell as text: '' for missing, 4 decimals for fractional numbers, ints as digits."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (np.integer, int)):
+        return str(int(value))
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) >= 1000:
+            return str(int(value))
+        return f"{value:.4f}"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>"
+                     for row in table.rows)
+    return (f'<table id="{html.escape(table.id)}">\n<thead><tr>{head}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(table: Table) -> str:
+    lines = [f"<!-- table: {table.id} -->",
+             "| " + " | ".join(_md_cell(c) for c in table.columns) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(_md_cell(fmt(v)) for v in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+FRACTION_COLUMN = re.compile(r"^((score|accuracy|macro_f1)(_lo|_hi)?|(precision|recall|f1)(_\d)?"
+                             r"|diff|lo|hi)$")
+
+
+def _frame_table(table_id: str, frame: pd.DataFrame, columns: list[str]) -> Table:
+    """Table of frame's columns (those present); counts that pandas made float (a column with
+    missing cells) are shown as integers again, metrics always with 4 decimals."""
+    cols = [c for c in columns if c in frame.columns]
+    rows = [[_plain(v) for v in rec] for rec in frame[cols].itertuples(index=False, name=None)]
+    for j, col in enumerate(cols):
+        values = [r[j] for r in rows if isinstance(r[j], float) and not math.isnan(r[j])]
+        if (values and not FRACTION_COLUMN.match(col) and all(v.is_integer() for v in values)
+                and all(isinstance(r[j], float) or r[j] is None for r in rows)):
+            for r in rows:
+                r[j] = None if r[j] is None or math.isnan(r[j]) else int(r[j])
+    return Table(table_id, cols, rows)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------- figures
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure      # Agg canvas; no pyplot global state
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PLOT_DPI)
+    return buf.getvalue()
+
+
+def _note(fig, text: str) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+
+
+def _yerr(frame: pd.DataFrame, metric: str) -> np.ndarray | None:
+    lo, hi = f"{metric}_lo", f"{metric}_hi"
+    if lo not in frame.columns or hi not in frame.columns:
+        return None
+    mid = frame[metric].to_numpy(dtype=float)
+    low = pd.to_numeric(frame[lo], errors="coerce").to_numpy(dtype=float)
+    high = pd.to_numeric(frame[hi], errors="coerce").to_numpy(dtype=float)
+    if np.all(np.isnan(low)) and np.all(np.isnan(high)):
+        return None
+    return np.vstack([np.nan_to_num(mid - low), np.nan_to_num(high - mid)]).clip(min=0)
+
+
+def _series_colors(names) -> dict[str, Any]:
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
+    ordered = sorted(set(names), key=lambda s: (s != "LSTM", s))
+    return {name: cmap(i % 10) for i, name in enumerate(ordered)}
+
+
+LINESTYLES = {"none": "-", "random_under": "--", "random_over": "-.", "class_weight": ":",
+              "adasyn": (0, (5, 1, 1, 1))}
+
+
+def learning_curves_png(curves: pd.DataFrame, plateaus: list[dict], include_study: bool) -> bytes:
+    known = curves[curves["train_rows"].notna()] if not curves.empty else curves
+    fig = _figure(15, 5.6)
+    if known.empty:
+        _note(fig, "no runs with a known training size yet")
+        return _png(fig)
+    colors = _series_colors(known["series"])
+    axes = fig.subplots(1, 3, sharex=True)
+    for ax, metric in zip(axes, metrics.METRICS):
+        if metric not in known.columns:
+            ax.set_title(f"{METRIC_LABELS[metric]}: not in the results")
+            continue
+        for (series, method), group in known.groupby(["series", "sample_method"], sort=True):
+            group = group.sort_values("train_rows")
+            values = pd.to_numeric(group[metric], errors="coerce")
+            err = _yerr(group.assign(**{metric: values}), metric)
+            ax.errorbar(group["train_rows"], values, yerr=err,
+                        color=colors[series], linestyle=LINESTYLES.get(method, "-"), marker="o",
+                        capsize=3, label=f"{series} / {method}")
+        for found in plateaus:
+            if found["plateau_rows"] is not None:
+                ax.axvline(found["plateau_rows"], color=colors.get(found["series"], "grey"),
+                           linestyle=(0, (2, 2)), linewidth=1.2, alpha=0.8,
+                           label=(f"plateau {found['series']} / {found['sample_method']} @ "
+                                  f"{found['plateau_rows']:,}") if metric == "score" else None)
+        if metric == "score" and include_study:
+            for point in verdict.STUDY_POINTS:
+                ax.scatter([point["rows"]], [point["score"]], marker="*", s=160, color="black",
+                           zorder=5)
+                ax.annotate(point["label"], (point["rows"], point["score"]),
+                            textcoords="offset points", xytext=(0, 9), ha="center", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training rows (log scale)")
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_title(METRIC_LABELS[metric])
+        ax.grid(True, which="both", alpha=0.3)
+    xs = list(known["train_rows"]) + ([p["rows"] for p in verdict.STUDY_POINTS]
+                                      if include_study else [])
+    axes[0].set_xlim(min(xs) / 1.6, max(xs) * 1.6)   # room for the markers' labels
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+               fontsize=8)
+    return _png(fig)
+
+
+def sampling_png(at_size: pd.DataFrame, size_label: str) -> bytes:
+    fig = _figure(15, 4.5)
+    if at_size.empty:
+        _note(fig, "no runs for a sampler comparison yet")
+        return _png(fig)
+    methods = [m for m in SAMPLERS if m in set(at_size["sample_method"])]
+    methods += sorted(set(at_size["sample_method"]) - set(methods))
+    series_names = sorted(set(at_size["series"]), key=lambda s: (s != "LSTM", s))
+    colors = _series_colors(series_names)
+    width = 0.8 / max(len(series_names), 1)
+    axes = fig.subplots(1, 3)
+    for ax, metric in zip(axes, metrics.METRICS):
+        for i, series in enumerate(series_names):
+            group = (at_size[at_size["series"] == series].set_index("sample_method")
+                     .reindex(methods))
+            values = pd.to_numeric(group[metric], errors="coerce") if metric in group else None
+            if values is None:
+                continue
+            x = np.arange(len(methods)) + (i - (len(series_names) - 1) / 2) * width
+            err = _yerr(group.assign(**{metric: values}), metric)
+            ax.bar(x, values.fillna(0).to_numpy(), width=width, yerr=err, capsize=3,
+                   color=colors[series], label=series)
+        ax.set_xticks(np.arange(len(methods)), methods, rotation=20)
+        ax.set_title(f"{METRIC_LABELS[metric]} at {size_label} rows")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _png(fig)
+
+
+def confusion_png(conf: np.ndarray, title: str) -> bytes:
+    fig = _figure(5.2, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    conf = np.asarray(conf, dtype=float)
+    shares = np.divide(conf, conf.sum(axis=1, keepdims=True),
+                       out=np.zeros_like(conf), where=conf.sum(axis=1, keepdims=True) > 0)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(conf.shape[0]):
+        for j in range(conf.shape[1]):
+            ax.text(j, i, f"{int(conf[i, j])}\n{shares[i, j]:.2f}", ha="center", va="center",
+                    fontsize=7, color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(5), [f"{s}★" for s in STARS])
+    ax.set_yticks(range(5), [f"{s}★" for s in STARS])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (row share = recall)")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def per_class_png(per_class: pd.DataFrame, title: str) -> bytes:
+    fig = _figure(6.5, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(per_class))
+    for i, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, per_class[key].to_numpy(dtype=float), width=0.27, label=key)
+    ax.set_xticks(x, [f"{s}★" for s in per_class["star"]])
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def class_distribution_png(counts: pd.DataFrame) -> bytes:
+    tags = list(dict.fromkeys(counts["tag"])) if not counts.empty else []
+    fig = _figure(max(4.0 * len(tags), 5), 3.8)
+    if not tags:
+        _note(fig, "no sample manifests found")
+        return _png(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(tags)))
+    for ax, tag in zip(axes, tags):
+        group = counts[counts["tag"] == tag].sort_values("star")
+        x = np.arange(len(group))
+        ax.bar(x - 0.2, group["before"].fillna(0).to_numpy(dtype=float), width=0.4, label="before")
+        ax.bar(x + 0.2, group["after"].fillna(0).to_numpy(dtype=float), width=0.4, label="after")
+        ax.set_xticks(x, [f"{s}★" for s in group["star"]])
+        ax.set_title(tag, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("train rows")
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- pieces
+def full_rows_from_manifests(manifests: Mapping[str, dict]) -> dict[str, int]:
+    """{tag: rows_before} of every sample manifest (the size of the 'full' ladder cell)."""
+    out = {}
+    for key, manifest in manifests.items():
+        if key.startswith("sample/") and isinstance(manifest.get("rows_before"), (int, float)):
+            out[key.split("/", 1)[1]] = int(manifest["rows_before"])
+    return out
+
+
+def sampling_size(curves: pd.DataFrame, wanted: int | str | None) -> Any:
+    """The sample_size shown in the sampler comparison: wanted, else the one with most samplers
+    (ties: the largest training size)."""
+    if curves.empty or "sample_size" not in curves.columns:
+        return None
+    sizes = curves["sample_size"].astype(str)
+    if wanted is not None:
+        return str(wanted)
+    counts = (curves.assign(_size=sizes).groupby("_size")
+              .agg(methods=("sample_method", "nunique"), rows=("train_rows", "max")))
+    counts = counts.sort_values(["methods", "rows"], na_position="first")
+    return counts.index[-1]
+
+
+def _confusion_of(row: Mapping[str, Any], load_predictions) -> np.ndarray | None:
+    raw = row.get("confusion")
+    if isinstance(raw, str) and raw:
+        conf = np.asarray(json.loads(raw))
+        if conf.shape == (5, 5):
+            return conf
+    if isinstance(raw, (list, np.ndarray)) and np.asarray(raw).shape == (5, 5):
+        return np.asarray(raw)
+    try:
+        preds = load_predictions(row["run_id"])
+    except ValueError:
+        return None
+    return metrics.confusion(preds["label"].to_numpy(), preds["pred"].to_numpy())
+
+
+def _per_class_of(row: Mapping[str, Any], conf: np.ndarray | None) -> pd.DataFrame | None:
+    keys = ("precision", "recall", "f1", "support")
+    if all(f"{k}_{s}" in row and pd.notna(row[f"{k}_{s}"]) for k in keys[:3] for s in STARS):
+        return pd.DataFrame([{"star": s, **{k: row.get(f"{k}_{s}") for k in keys}}
+                             for s in STARS])
+    if conf is None:
+        return None
+    labels, preds = np.nonzero(conf)          # rebuild label/pred pairs from the counts
+    counts = conf[labels, preds]
+    summary = metrics.summary(np.repeat(labels, counts), np.repeat(preds, counts))
+    return pd.DataFrame(summary["per_class"])[["star", *keys]]
+
+
+def class_counts_table(manifests: Mapping[str, dict]) -> pd.DataFrame:
+    rows = []
+    for key in sorted(manifests):
+        if not key.startswith("sample/"):
+            continue
+        manifest = manifests[key]
+        before = manifest.get("class_counts_before") or {}
+        after = manifest.get("class_counts_after") or {}
+        for star in STARS:
+            rows.append({"tag": key.split("/", 1)[1], "size": manifest.get("size"),
+                         "method": manifest.get("method"), "star": star,
+                         "before": before.get(str(star)), "after": after.get(str(star))})
+    return pd.DataFrame(rows, columns=["tag", "size", "method", "star", "before", "after"])
+
+
+def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        out = []
+        for key in sorted(data, key=str):
+            if not prefix and key in MANIFEST_SKIP:
+                continue
+            out += _leaves(data[key], f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(data, list) and len(data) > 20:
+        return [(prefix, f"[{len(data)} items]")]
+    return [(prefix, data)]
+
+
+def ingest_tables(manifest: dict | None) -> list[tuple[Table, str]]:
+    """The ingest manifest as tables: its totals and facts (key, value), quarantined rows by
+    reason (totals.rejected of starscale.ingest.build_manifest) and the per-file counts.
+    Keys the manifest lacks give empty tables; unknown keys still appear under 'ingest'."""
+    if manifest is None:
+        return [(Table("ingest", ["key", "value"], []), "")]
+    facts = {k: v for k, v in manifest.items() if k != "files"}
+    out = [(Table("ingest", ["key", "value"], [[k, v] for k, v in _leaves(facts)
+                                               if not k.startswith("totals.rejected.")]), "Totals")]
+    totals = manifest.get("totals") if isinstance(manifest.get("totals"), dict) else {}
+    by_reason = totals.get("rejected") if isinstance(totals.get("rejected"), dict) else {}
+    out.append((Table("ingest_quarantine", ["reason", "rows"],
+                      [[reason, n] for reason, n in sorted(by_reason.items())]),
+                "Quarantined rows by reason"))
+    files = manifest.get("files") if isinstance(manifest.get("files"), list) else []
+    cols = ["path", "lines", "header_lines", "accepted", "rejected_total", "rejected_share"]
+    out.append((Table("ingest_files", cols + ["rejected"],
+                      [[f.get(c) for c in cols] + [f.get("rejected")] for f in files
+                       if isinstance(f, dict)]), "Per input file"))
+    return out
+
+
+def stage_timings_table(manifests: Mapping[str, dict]) -> Table:
+    rows = [[key, m.get("stage"), m.get("seconds"), m.get("created_utc")]
+            for key, m in sorted(manifests.items())]
+    return Table("stage_timings", ["folder", "stage", "seconds", "created_utc"], rows)
+
+
+def versions_table(own: Mapping[str, str], manifests: Mapping[str, dict]) -> Table:
+    """package, version, where: one row per distinct version of each package."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for where, vers in [("report", own)] + [(k, m.get("versions") or {})
+                                             for k, m in sorted(manifests.items())]:
+        for package, version in sorted(vers.items()):
+            seen.setdefault((package, str(version)), []).append(where)
+    rows = [[p, v, ", ".join(w)] for (p, v), w in sorted(seen.items())]
+    return Table("versions", ["package", "version", "where"], rows)
+
+
+# --------------------------------------------------------------------------- the report
+def build_report(results: pd.DataFrame, load_predictions: Callable[[str], pd.DataFrame], *,
+                 manifests: Mapping[str, dict], config: Mapping[str, Any],
+                 versions: Mapping[str, str], plateau_min_gain: float, bootstrap: int, seed: int,
+                 alpha: float = 0.05, include_study_points: bool = True,
+                 sampling_at: int | str | None = None, title: str = "starscale report") -> Report:
+    """Everything the report shows, as files: {name: bytes} plus the verdict and plateaus.
+
+    manifests: {folder relative to run.output_dir ('ingest', 'sample/<tag>', ...): manifest}.
+    load_predictions(run_id) → predictions frame (review_id, label, pred[, proba]).
+    """
+    table = verdict.annotate(results, full_rows_from_manifests(manifests))
+    curves = table[table["in_curve"]].reset_index(drop=True)
+    plateaus = verdict.curve_plateaus(curves, plateau_min_gain)
+    verdicts = verdict.decide(curves, load_predictions, n=bootstrap, seed=seed, alpha=alpha)
+    files: dict[str, bytes] = {}
+    tables: dict[str, Table] = {}
+    html_parts: list[str] = []
+    md_parts: list[str] = [f"# {title}", ""]
+
+    def section(heading: str, text: str = "") -> None:
+        html_parts.append(f"<h2>{html.escape(heading)}</h2>")
+        md_parts.extend([f"## {heading}", ""])
+        if text:
+            html_parts.append(f"<p>{html.escape(text)}</p>")
+            md_parts.extend([text, ""])
+
+    def add_table(t: Table, caption: str = "", collapsed: bool = False) -> None:
+        tables[t.id] = t
+        if caption:
+            html_parts.append(f"<h3>{html.escape(caption)}</h3>")
+            md_parts.extend([f"### {caption}", ""])
+        if collapsed:           # wide tables: folded in the page, whole in the markdown
+            html_parts.append(f"<details><summary>{len(t.rows)} rows × {len(t.columns)} "
+                              f"columns</summary>\n{html_table(t)}\n</details>")
+        else:
+            html_parts.append(html_table(t))
+        md_parts.extend([markdown_table(t), ""])
+
+    def add_image(name: str, data: bytes, alt: str) -> None:
+        files[name] = data
+        html_parts.append(f'<p><img src="{html.escape(name)}" alt="{html.escape(alt)}"></p>')
+        md_parts.extend([f"![{alt}]({name})", ""])
+
+    # -- verdict
+    section("Verdict", "Does an LSTM trained on the full corpus beat the plateaued class-balanced "
+            "LR? LSTM minus LR on the same test rows (joined by review_id), best run of each "
+            f"model at the largest size both have, paired bootstrap {1 - alpha:.0%} interval "
+            f"({bootstrap} resamples, seed {seed}). Beats: interval above 0; does not beat: "
+            "below 0; ties: contains 0.")
+    if verdicts:
+        html_parts.append('<ul id="verdict-sentences">' + "".join(
+            f"<li><strong>{html.escape(v['sentence'])}</strong></li>" for v in verdicts) + "</ul>")
+        md_parts.extend([f"- **{v['sentence']}**" for v in verdicts] + [""])
+    else:
+        text = "No verdict yet: no size has runs of both the LSTM and an LR."
+        html_parts.append(f'<ul id="verdict-sentences"><li>{text}</li></ul>')
+        md_parts.extend([f"- {text}", ""])
+    add_table(Table("verdict", ["lr_series", "rows", "metric", "lstm_run", "lr_run", "diff", "lo",
+                                "hi", "share_lstm_better", "outcome", "n_test"],
+                    [[v["lr_series"], v["rows"], m, v["lstm_run"], v["lr_run"], v[m]["diff"],
+                      v[m]["lo"], v[m]["hi"], v[m]["share_a_better"], v[m]["outcome"], v["n_test"]]
+                     for v in verdicts for m in metrics.METRICS]))
+
+    # -- learning curves and plateaus
+    section("Learning curves", "Score, accuracy and macro F1 against training rows (ladder size "
+            f"before resampling; log scale) with their {1 - alpha:.0%} bootstrap intervals. Dotted "
+            "vertical lines: plateaus (every further doubling of rows gains less than "
+            f"{plateau_min_gain} score)." + (" Stars: the earlier study's scores."
+                                             if include_study_points else ""))
+    add_image("learning_curves.png", learning_curves_png(curves, plateaus, include_study_points),
+              "learning curves")
+    add_table(Table("plateau", ["series", "sample_method", "points", "status", "plateau_rows",
+                                "min_gain"],
+                    [[p["series"], p["sample_method"], p["points"], p["status"], p["plateau_rows"],
+                      p["min_gain"]] for p in plateaus]), "Plateaus")
+    add_table(Table("plateau_segments", ["series", "sample_method", "from_rows", "to_rows",
+                                         "from_score", "to_score", "doublings",
+                                         "gain_per_doubling", "below_min_gain"],
+                    [[p["series"], p["sample_method"], s["from_rows"], s["to_rows"],
+                      s["from_score"], s["to_score"], s["doublings"], s["gain_per_doubling"],
+                      s["below"]] for p in plateaus for s in p["segments"]]),
+              "Evidence: gain per doubling of each segment")
+    if include_study_points:
+        add_table(Table("study_points", ["model", "rows", "score", "label"],
+                        [[p["model"], p["rows"], p["score"], p["label"]]
+                         for p in verdict.STUDY_POINTS]), "The earlier study's points")
+
+    # -- all runs
+    section("Results", "Every row of the results table (in_curve: the run is on the curves; a "
+            "rerun of the same series and tag supersedes the earlier one).")
+    ordered = table.sort_values(["model", "series", "train_rows", "sample_method"],
+                                kind="stable", na_position="last")
+    add_table(_frame_table("results", ordered, list(RESULT_COLUMNS)))
+
+    # -- sampler comparison
+    size = sampling_size(curves, sampling_at)
+    at_size = (curves[curves["sample_size"].astype(str) == size] if size is not None
+               and "sample_size" in curves.columns else curves.iloc[0:0])
+    section("Sampling comparison", f"All samplers run at sample_size {size}." if size is not None
+            else "No runs yet.")
+    add_image("sampling.png", sampling_png(at_size, str(size)), "sampler comparison")
+    add_table(_frame_table("sampling", at_size.sort_values(["series", "sample_method"]),
+                           ["series", "sample_method", "run_id", "score", "score_lo", "score_hi",
+                            "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "macro_f1_lo",
+                            "macro_f1_hi"]))
+
+    # -- best models
+    section("Best models", "The highest-scoring LR and LSTM runs: confusion matrix (rows: true "
+            "star; cell: count and share of the row) and per-class precision, recall and F1.")
+    best_runs = []
+    for model in ("lr", "lstm"):
+        runs = curves[curves["model"] == model]
+        if runs.empty:
+            html_parts.append(f"<p>No {model.upper()} run yet.</p>")
+            md_parts.extend([f"No {model.upper()} run yet.", ""])
+            continue
+        best = runs.sort_values("score", kind="stable").iloc[-1].to_dict()
+        best_runs.append({"model": model, "run_id": best["run_id"], "series": best["series"],
+                          "tag": best.get("tag"), "score": best["score"]})
+        name = (f"{best['series']} {best.get('tag')} (run {best['run_id']}, "
+                f"score {best['score']:.4f})")
+        plot_title = name.replace(" (run ", "\n(run ")
+        conf = _confusion_of(best, load_predictions)
+        if conf is not None:
+            add_image(f"confusion_{model}.png", confusion_png(conf, plot_title),
+                      f"confusion {model}")
+        per_class = _per_class_of(best, conf)
+        if per_class is not None:
+            add_image(f"per_class_{model}.png", per_class_png(per_class, plot_title),
+                      f"per class {model}")
+            add_table(_frame_table(f"per_class_{model}", per_class,
+                                   ["star", "precision", "recall", "f1", "support"]),
+                      f"Per class: {name}")
+
+    # -- data
+    counts = class_counts_table(manifests)
+    section("Class distributions", "Train rows per star before and after resampling, from the "
+            "sample stages' manifests (the plot shows the tags of the sampler comparison).")
+    shown = counts[counts["size"].astype(str) == str(size)] if not counts.empty else counts
+    add_image("class_distribution.png",
+              class_distribution_png(shown if not shown.empty else counts), "class distribution")
+    add_table(_frame_table("class_counts", counts, ["tag", "method", "star", "before", "after"]))
+    ingest = manifests.get("ingest")
+    section("Ingest", "Rows accepted and quarantined (by reason), from ingest/_MANIFEST.json."
+            if ingest is not None else "No ingest manifest found.")
+    for ingest_part, caption in ingest_tables(ingest):
+        add_table(ingest_part, caption)
+
+    # -- timings
+    section("Timings", "Seconds per published stage folder (from the manifests) and the "
+            "training runs' timings and throughput (from the results rows).")
+    add_table(stage_timings_table(manifests), "Stages")
+    timing_cols = [c for c in table.columns if "." not in c and TIMING_PATTERN.search(c)
+                   and c != "created_utc"]
+    add_table(_frame_table("training_timings", ordered,
+                           ["run_id", "series", "tag", "train_rows", *sorted(timing_cols)]),
+              "Training runs")
+
+    # -- config and versions
+    section("Config and versions", "The resolved config of this report run, each run's "
+            "hyperparameters (dotted results columns) and the versions recorded in every manifest.")
+    hyper_cols = sorted(c for c in table.columns if "." in c)
+    add_table(_frame_table("hyperparameters", ordered, ["run_id", *hyper_cols]), "Runs",
+              collapsed=True)
+    add_table(versions_table(versions, manifests), "Versions")
+    import yaml
+    config_text = yaml.safe_dump(verdict.jsonable(dict(config)), sort_keys=False)
+    html_parts.append(f'<h3>Config</h3>\n<pre id="config">{html.escape(config_text)}</pre>')
+    md_parts.extend(["### Config", "", "```yaml", config_text.rstrip(), "```", ""])
+
+    summary = {"verdicts": verdicts, "plateaus": plateaus, "best_runs": best_runs,
+               "sampling_size": size, "plateau_min_gain": plateau_min_gain,
+               "bootstrap": bootstrap, "seed": seed, "alpha": alpha}
+    files["verdict.json"] = verdict.dumps(summary).encode()
+    files["index.html"] = _page(title, html_parts).encode()
+    files["report.md"] = "\n".join(md_parts).encode()
+    return Report(files=files, verdicts=verdicts, plateaus=plateaus, tables=tables)
+
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f0f0f0; }
+td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
+#verdict-sentences { font-size: 1.15em; }
+"""
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(parts) + "\n</body>\n</html>\n")

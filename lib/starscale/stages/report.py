@@ -1,0 +1,122 @@
+"""report: learning curves, sampler comparison and the LSTM-vs-LR verdict as a static folder.
+
+Input: <run.output_dir>/results (results.parquet + predictions/, written by the trainers through
+starscale.results) and every stage manifest found under <run.output_dir> (ingest, prepare,
+sample/<tag>, encode/<tag>, ...; each optional). Nothing is recomputed: the report reads only the
+results table, saved predictions and manifests.
+Output: <run.output_dir>/report/{index.html, report.md, *.png, verdict.json} + _MANIFEST.json.
+
+Up-to-date check: the results folder has no manifest (it is appended to, not published), so its
+files are fingerprinted by path, size and modification time (storage.raw_fingerprints: a new
+results row or predictions file changes it). The manifests read are folded into config_hash
+together with the whole resolved config (the report shows it), so a rerun after any new run,
+stage output or config change rebuilds the report, and otherwise skips.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pyarrow.fs as pafs
+
+from starscale import report, results, storage
+from starscale.config import Config
+
+SKIP_FOLDERS = ("report", "results")
+MAX_DEPTH = 3          # models/<family>/<tag> is the deepest published folder
+
+
+def _children(spark, path: str) -> list[str]:
+    """Sub-folder names of path (none when it does not exist); markers and staging skipped."""
+    jvm = spark._jvm
+    jpath = jvm.org.apache.hadoop.fs.Path(storage.qualify(path))
+    fs = jpath.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(jpath):
+        return []
+    names = []
+    for status in fs.listStatus(jpath):
+        name = status.getPath().getName()
+        if (status.isDirectory() and not name.startswith(("_", "."))
+                and not name.endswith((storage.STAGING_SUFFIX, storage.OLD_SUFFIX))):
+            names.append(name)
+    return sorted(names)
+
+
+def collect_manifests(spark, output_dir: str) -> dict[str, dict]:
+    """{folder relative to output_dir: manifest} of every published stage folder.
+
+    A folder with a manifest is a stage output (not descended into); others are searched up to
+    MAX_DEPTH levels (sample/<tag>, models/lr_mllib/<tag>).
+    """
+    found: dict[str, dict] = {}
+
+    def walk(rel: str, depth: int) -> None:
+        for name in _children(spark, os.path.join(output_dir, rel) if rel else output_dir):
+            child = f"{rel}/{name}" if rel else name
+            if not rel and name in SKIP_FOLDERS:
+                continue
+            manifest = storage.read_manifest(spark, os.path.join(output_dir, child))
+            if manifest is not None:
+                found[child] = manifest
+            elif depth < MAX_DEPTH:
+                walk(child, depth + 1)
+
+    walk("", 1)
+    return found
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    if "://" in path and not path.startswith("file:"):
+        fs, target = pafs.FileSystem.from_uri(path)
+    else:
+        fs, target = pafs.LocalFileSystem(), storage.local_path(path)
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(target) as out:
+        out.write(data)
+
+
+def run(spark, cfg: Config, force: bool = False) -> dict:
+    """Build <run.output_dir>/report; return the manifest plus the verdict and the page paths."""
+    rcfg = cfg.report
+    results_dir = cfg.stage_dir("results")
+    output = cfg.stage_dir("report")
+    if not storage.exists(spark, f"{results_dir}/{results.RESULTS_PARQUET}"):
+        raise ValueError(f"report: no results table at {results_dir}/{results.RESULTS_PARQUET}: "
+                         f"run train-lr / train-lstm (or evaluate) first")
+    manifests = collect_manifests(spark, cfg.run.output_dir)
+    blob = json.dumps({"config": cfg.to_dict(),
+                       "manifests": {k: storage.fingerprint(m) for k, m in manifests.items()}},
+                      sort_keys=True, default=str)
+    config_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    cache: dict[str, object] = {}
+
+    def load_predictions(run_id: str):
+        if run_id not in cache:
+            cache[run_id] = results.read_predictions(results_dir, run_id)
+        return cache[run_id]
+
+    def write(staging: str) -> dict:
+        built = report.build_report(
+            results.read_results(results_dir), load_predictions, manifests=manifests,
+            config=cfg.to_dict(), versions=storage.versions(),
+            plateau_min_gain=rcfg.plateau_min_gain, bootstrap=rcfg.bootstrap, seed=rcfg.seed,
+            alpha=rcfg.alpha, include_study_points=rcfg.include_study_points,
+            sampling_at=rcfg.sampling_size, title=f"starscale report: {cfg.run.name}")
+        for name, data in sorted(built.files.items()):
+            _write_bytes(f"{staging}/{name}", data)
+        return {"verdict": built.sentences,
+                "comparisons": [{k: v for k, v in comp.items() if k != "sentence"}
+                                for comp in built.verdicts],
+                "plateaus": [{k: v for k, v in p.items() if k != "segments"}
+                             for p in built.plateaus],
+                "files": sorted(built.files),
+                "runs": int(len(results.read_results(results_dir))),
+                "manifests_read": sorted(manifests)}
+
+    published = storage.run_stage(
+        spark, stage="report", output=output, config_hash=config_hash,
+        config=cfg.to_dict(), raw_inputs=[results_dir], force=force,
+        write=write)
+    final = storage.qualify(output)
+    return {**published, "index_html": f"{final}/index.html", "report_md": f"{final}/report.md"}

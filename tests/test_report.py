@@ -1,0 +1,262 @@
+"""The report stage on a hand-made results table: tables parse back to the rows, plots are PNGs,
+the verdict sentence matches hand-computed numbers, reruns skip until the results change."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from starscale import results
+from starscale.stages import report as report_stage
+
+PER_CLASS = 20          # test rows per star → 100 test rows
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (model, size, sampler, k): k of the 20 rows of each star predicted right, the rest one star up;
+# then every recall and precision is k/20, so score = accuracy = macro F1 = k/20 (see _preds).
+RUNS = [
+    ("lr", 50000, "none", 8), ("lr", 50000, "random_under", 9),
+    ("lr", 100000, "none", 10), ("lr", 100000, "random_under", 11),
+    ("lstm", 50000, "none", 6), ("lstm", 50000, "random_under", 7),
+    ("lstm", 100000, "none", 14), ("lstm", 100000, "random_under", 12),
+]
+LR_SERIES = "LR (mllib, 4,000 TF-IDF features)"
+
+
+def _preds(k: int):
+    labels = np.repeat(np.arange(5), PER_CLASS)
+    within = np.tile(np.arange(PER_CLASS), 5)
+    pred = np.where(within < k, labels, (labels + 1) % 5)
+    return [f"t{i:03d}" for i in range(labels.size)], labels, pred
+
+
+def _write_inputs(cfg) -> list[dict]:
+    results_dir = cfg.stage_dir("results")
+    written = []
+    for i, (model, size, method, k) in enumerate(RUNS):
+        share = k / PER_CLASS
+        row = {"run_id": f"{model}_{size}_{method}", "model": model,
+               "engine": "mllib" if model == "lr" else "horovod-local",
+               "tag": f"{size}_{method}", "sample_size": str(size), "sample_method": method,
+               "stage": f"train-{model}", "created_utc": f"2026-01-01T00:00:{i:02d}+00:00",
+               "score": share, "score_lo": share - 0.05, "score_hi": share + 0.05,
+               "accuracy": share, "accuracy_lo": share - 0.04, "accuracy_hi": share + 0.04,
+               "macro_f1": share, "macro_f1_lo": share - 0.03, "macro_f1_hi": share + 0.03,
+               "n_test": 5 * PER_CLASS, "fit_seconds": 10.0 + i, "samples_per_s": 1000.0 * (i + 1),
+               **{f"{key}_{star}": share for key in ("precision", "recall", "f1")
+                  for star in range(1, 6)},
+               **{f"support_{star}": PER_CLASS for star in range(1, 6)}}
+        if model == "lr":
+            row["encode"] = {"tfidf_features": 4000, "tfidf_hashed": False}
+            row["lr"] = {"C": 1.0, "engine": "mllib"}
+        else:
+            row["lstm"] = {"units": 64}
+        written.append(results.append_result(results_dir, row))
+        results.save_predictions(results_dir, row["run_id"], *_preds(k))
+    for size in (50000, 100000):
+        for method in ("none", "random_under"):
+            before = {"1": size // 10, "2": size // 20, "3": size // 10, "4": size // 5,
+                      "5": size // 2 + size // 20}
+            after = before if method == "none" else {s: size // 20 for s in before}
+            _manifest(cfg, f"sample/{size}_{method}", {
+                "stage": "sample", "size": size, "method": method, "seconds": 1.5,
+                "rows_before": sum(before.values()), "rows_after": sum(after.values()),
+                "class_counts_before": before, "class_counts_after": after,
+                "versions": {"pyspark": "3.5.7"}})
+    _manifest(cfg, "ingest", {
+        "stage": "ingest", "format": "tsv", "seconds": 12.25, "versions": {"pyspark": "3.5.7"},
+        "files": [{"path": "/data/a.tsv", "lines": 1003, "header_lines": 1, "accepted": 990,
+                   "rejected": {"bad_star": 4, "field_count": 8}, "rejected_total": 12,
+                   "rejected_share": 0.011976}],
+        "totals": {"lines": 1003, "header_lines": 1, "accepted": 990, "rejected_total": 12,
+                   "rejected": {"bad_star": 4, "field_count": 8}, "rejected_share": 0.011976},
+        "counts": {"reviews": 990, "quarantine": 12}})
+    return written
+
+
+def _manifest(cfg, rel: str, data: dict) -> None:
+    folder = os.path.join(cfg.run.output_dir, rel)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "_MANIFEST.json"), "w") as fh:
+        json.dump(data, fh)
+
+
+class _Tables(HTMLParser):
+    """{table id: [[header cells], [row cells], ...]} of an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._id = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._id = dict(attrs).get("id")
+            self.tables[self._id] = []
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._row.append("".join(self._cell))
+            self._cell = None
+        elif tag == "tr":
+            self.tables[self._id].append(self._row)
+        elif tag == "table":
+            self._id = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _html_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    parser = _Tables()
+    parser.feed(text)
+    return {tid: [dict(zip(rows[0], r)) for r in rows[1:]] for tid, rows in parser.tables.items()}
+
+
+def _md_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    out = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.fullmatch(r"<!-- table: (\S+) -->", line)
+        if not m:
+            continue
+        header = [c.strip() for c in lines[i + 1].strip("|").split(" | ")]
+        rows = []
+        for body in lines[i + 3:]:
+            if not body.startswith("|"):
+                break
+            rows.append(dict(zip(header, [c.strip() for c in body[2:-2].split(" | ")])))
+        out[m.group(1)] = rows
+    return out
+
+
+def _check_results_table(parsed: list[dict[str, str]], written: list[dict]) -> None:
+    assert len(parsed) == len(written)
+    by_id = {r["run_id"]: r for r in parsed}
+    assert set(by_id) == {w["run_id"] for w in written}
+    for w in written:
+        got = by_id[w["run_id"]]
+        for col in ("model", "engine", "tag", "sample_size", "sample_method"):
+            assert got[col] == str(w[col]), (w["run_id"], col)
+        for col in ("score", "score_lo", "score_hi", "accuracy", "accuracy_lo", "accuracy_hi",
+                    "macro_f1", "macro_f1_lo", "macro_f1_hi"):
+            assert float(got[col]) == pytest.approx(w[col], abs=5e-5), (w["run_id"], col)
+        assert int(got["train_rows"]) == int(w["sample_size"])
+        assert got["n_test"] == "100"
+
+
+def test_report_from_hand_made_results(spark, config_factory):
+    cfg = config_factory("report.bootstrap=300", "report.seed=5")
+    written = _write_inputs(cfg)
+    table = results.read_results(cfg.stage_dir("results"))
+    assert len(table) == len(RUNS)
+    summary = report_stage.run(spark, cfg)
+    out = summary["output"]
+    html_text = open(summary["index_html"]).read()
+    md_text = open(summary["report_md"]).read()
+
+    # the results table, both renderings, equals what was appended
+    html_tables, md_tables = _html_tables(html_text), _md_tables(md_text)
+    _check_results_table(html_tables["results"], written)
+    _check_results_table(md_tables["results"], written)
+    assert html_tables.keys() == md_tables.keys()
+    for tid in html_tables:
+        assert html_tables[tid] == md_tables[tid], tid
+
+    # sampler comparison at 100000 (both sizes have 2 samplers; the larger wins the tie)
+    sampling = {(r["series"], r["sample_method"]): float(r["score"])
+                for r in html_tables["sampling"]}
+    assert sampling == {(LR_SERIES, "none"): 0.5, (LR_SERIES, "random_under"): 0.55,
+                        ("LSTM", "none"): 0.7, ("LSTM", "random_under"): 0.6}
+
+    # verdict at 100,000 rows: best LSTM (none, 14/20 = 0.70) − best LR (under, 11/20 = 0.55)
+    # = +0.150 on every metric; LSTM is right on a superset of LR's rows, so the interval is > 0
+    (sentence,) = summary["verdict"]
+    assert re.fullmatch(r"the LSTM beats the LR \(mllib, 4,000 TF-IDF features\) at 100,000 "
+                        r"rows: \+0\.150 \[0\.\d{3}, 0\.\d{3}\]", sentence), sentence
+    lo, hi = map(float, re.findall(r"\[(.*), (.*)\]", sentence)[0])
+    assert 0 < lo <= 0.15 <= hi
+    assert sentence in html_text and sentence in md_text
+    rows = {r["metric"]: r for r in html_tables["verdict"]}
+    assert set(rows) == {"score", "accuracy", "macro_f1"}
+    for metric, r in rows.items():
+        assert (r["lstm_run"], r["lr_run"], r["rows"]) == ("lstm_100000_none",
+                                                           "lr_100000_random_under", "100000")
+        assert float(r["diff"]) == pytest.approx(0.15, abs=5e-5)
+        assert r["outcome"] == "beats"
+
+    # plateaus: LR none 0.40 → 0.50 (+0.10 per doubling) is still rising
+    plateaus = {(r["series"], r["sample_method"]): r for r in html_tables["plateau"]}
+    assert plateaus[(LR_SERIES, "none")]["status"] == "rising"
+    assert plateaus[(LR_SERIES, "none")]["plateau_rows"] == ""
+
+    # per-class tables of the best runs, class counts and ingest facts from the manifests
+    assert [float(r["recall"]) for r in html_tables["per_class_lstm"]] == [0.7] * 5
+    counts = {(r["tag"], r["star"]): (r["before"], r["after"]) for r in html_tables["class_counts"]}
+    assert counts[("50000_random_under", "5")] == ("27500", "2500")
+    assert {r["reason"]: r["rows"] for r in html_tables["ingest_quarantine"]} == \
+        {"bad_star": "4", "field_count": "8"}
+    ingest_facts = {r["key"]: r["value"] for r in html_tables["ingest"]}
+    assert ingest_facts["totals.accepted"] == "990" and ingest_facts["counts.quarantine"] == "12"
+    assert {r["folder"] for r in html_tables["stage_timings"]} >= {"ingest", "sample/50000_none"}
+
+    # every plot exists, is referenced and is a PNG; no external resource
+    pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
+    assert set(pngs) >= {"learning_curves.png", "sampling.png", "confusion_lr.png",
+                         "confusion_lstm.png", "per_class_lr.png", "per_class_lstm.png",
+                         "class_distribution.png"}
+    for name in pngs:
+        data = open(os.path.join(out, name), "rb").read()
+        assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
+        assert f'src="{name}"' in html_text and f"]({name})" in md_text
+    assert not re.search(r"(src|href)=\"(https?:)?//", html_text)
+    assert os.path.isfile(os.path.join(out, "_MANIFEST.json"))
+
+    # a rerun skips; a new results row rebuilds
+    assert report_stage.run(spark, cfg)["skipped"] is True
+    results.append_result(cfg.stage_dir("results"), {**written[0], "run_id": "lr_again",
+                                                     "created_utc": "2026-01-02T00:00:00+00:00"})
+    results.save_predictions(cfg.stage_dir("results"), "lr_again", *_preds(8))
+    again = report_stage.run(spark, cfg)
+    assert again["skipped"] is False and again["runs"] == len(RUNS) + 1
+
+
+def test_report_refuses_without_results(spark, config_factory):
+    with pytest.raises(ValueError, match="no results table"):
+        report_stage.run(spark, config_factory())
+
+
+def test_report_refuses_predictions_on_different_test_rows(spark, config_factory):
+    cfg = config_factory("report.bootstrap=50")
+    results_dir = cfg.stage_dir("results")
+    for model, k in (("lr", 10), ("lstm", 12)):
+        share = k / PER_CLASS
+        results.append_result(results_dir, {"run_id": f"{model}_x", "model": model,
+                                            "tag": "50000_none", "sample_size": "50000",
+                                            "sample_method": "none", "score": share})
+        ids, labels, pred = _preds(k)
+        if model == "lstm":
+            ids = [i.replace("t", "u") for i in ids]
+        results.save_predictions(results_dir, f"{model}_x", ids, labels, pred)
+    with pytest.raises(ValueError, match="not on the same test rows"):
+        report_stage.run(spark, cfg)
+
+
+def test_report_config_section(config_factory):
+    cfg = config_factory()
+    assert (cfg.report.plateau_min_gain, cfg.report.alpha, cfg.report.sampling_size) == \
+        (0.005, 0.05, None)
+    assert config_factory("report.sampling_size=full").report.sampling_size == "full"
+    with pytest.raises(ValueError, match="report.sampling_size"):
+        config_factory("report.sampling_size=0")

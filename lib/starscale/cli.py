@@ -24,6 +24,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train-lstm": ("train_lstm", "the LSTM with Horovod, each worker streaming its shard"),
     "evaluate": ("evaluate", "score a saved model on the test split, append a results row"),
     "predict": ("predict", "batch-score reviews with a saved model inside Spark"),
+    "report": ("report", "learning curves, sampling comparison, verdict → report/index.html + report.md"),
 }
 
 

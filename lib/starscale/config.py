@@ -106,8 +106,17 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class LadderConfig:
-    sizes: list[int | Literal["full"]]
+    sizes: list[int | Literal["full"]]  # a size above the train split is clipped to full
     seed: int
+
+    def validate(self, path: str) -> None:
+        if not self.sizes:
+            raise ValueError(f"{path}.sizes: need at least one size (an integer or 'full')")
+        for i, size in enumerate(self.sizes):
+            if isinstance(size, int) and size < 1:
+                raise ValueError(f"{path}.sizes[{i}]: {size} is out of range (must be >= 1)")
+        if len(set(map(str, self.sizes))) != len(self.sizes):
+            raise ValueError(f"{path}.sizes: repeated size in {self.sizes}")
 
 
 @dataclass(frozen=True)
@@ -148,11 +157,12 @@ class EncodeConfig:
 @dataclass(frozen=True)
 class LRConfig:
     engine: Literal["mllib", "sklearn"]
-    reg_param: float = _f(**rng(0))       # MLlib regParam
+    reg_param: float | None = _f(**rng(0))  # MLlib regParam; null: 1/(C·Σweights), sklearn's objective
     elastic_net: float = _f(**rng(0, 1))  # MLlib elasticNetParam
     C: float = _f(**rng(0, lo_open=True))  # scikit-learn inverse regularization
     max_iter: int = _f(**rng(1))
     sklearn_max_rows: int = _f(**rng(1))  # scikit-learn collects features to the driver
+    class_weight: Literal["balanced", "none"] = _f()  # balanced: the study's class_weight='balanced'
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,46 @@ class TrainConfig:
 class EvaluateConfig:
     bootstrap: int = _f(**rng(0))         # resamples for the 95% interval
     seed: int = _f()
+    model: Literal["lr", "lstm"] = _f()   # which saved model the evaluate stage re-scores
+    model_dir: str | None = _f()          # null: models/lr_<lr.engine>/<tag> or models/lstm/<tag>
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    model: Literal["lr", "lstm"] = _f()
+    model_dir: str | None = _f()          # null: models/lr_<lr.engine>/<tag> or models/lstm/<tag>
+    input: str | None = _f()              # reviews Parquet folder or TSV file/glob; null: prepare/reviews
+    input_format: Literal["auto", "parquet", "tsv"] = _f()
+    output: str | None = _f()             # null: <run.output_dir>/predict/<model>_<tag>
+    batch_size: int = _f(**rng(1))        # LSTM rows per Keras predict call
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    plateau_min_gain: float = _f(**rng(0))  # score gained per doubling of train rows below which a curve has plateaued
+    bootstrap: int = _f(**rng(1))          # paired-bootstrap resamples for the verdict's 95% interval
+    seed: int = _f()
+    alpha: float = _f(**rng(0, 1, lo_open=True, hi_open=True))  # 0.05: 95% intervals
+    include_study_points: bool = _f()      # draw the earlier study's scores on the learning curve
+    sampling_size: int | Literal["full"] | None = _f()  # size of the sampler comparison; null: the size with most samplers
+
+    def validate(self, path: str) -> None:
+        if isinstance(self.sampling_size, int) and self.sampling_size < 1:
+            raise ValueError(f"{path}.sampling_size: {self.sampling_size} is out of range "
+                             f"(must be >= 1, 'full' or null)")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A Spark standalone cluster on this host (make cluster-up), for tests of cluster mode."""
+    run_dir: str                          # logs, pid files, work dirs
+    host: Literal["127.0.0.1"]            # loopback only: never bind a test cluster elsewhere
+    master_port: int = _f(**rng(1024, 65535))
+    master_webui_port: int = _f(**rng(1024, 65535))
+    workers: int = _f(**rng(1))
+    worker_cores: int = _f(**rng(1))
+    worker_memory: str = _f()
+    start_timeout_s: int = _f(**rng(1))
 
 
 @dataclass(frozen=True)
@@ -205,10 +255,13 @@ class Config:
     ladder: LadderConfig
     sample: SampleConfig
     encode: EncodeConfig
+    cluster: ClusterConfig
     lr: LRConfig
     lstm: LSTMConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    predict: PredictConfig
+    report: ReportConfig
 
     def sample_tag(self) -> str:
         """Folder name of one (ladder size, sampler) cell: e.g. '50000_random_under'."""

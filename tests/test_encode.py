@@ -278,7 +278,7 @@ def test_encode_stage_end_to_end(spark, config_factory):
                          "encode.tfidf_ngram_max=2")
     _publish_inputs(spark, cfg)
     summary = stage.run(spark, cfg)
-    out = os.path.join(cfg.stage_dir("encode"), "8_random_over")
+    out = os.path.join(cfg.stage_dir("encode"), "8_random_over_top50")  # cfg.encode_tag(): tfidf_features=50
 
     # by hand over the 8 ladder rows: good 4, bad 3, great 3, then awful/product/value 2 → awful
     vocab = encode.load_vocab(storage.read_text(spark, out + "/vocab.txt"))

@@ -24,7 +24,8 @@ from starscale.stages import predict as predict_stage
 from starscale.stages import train_lr
 from tests.conftest import make_config
 
-TAG = "full_random_under"
+TAG = "full_random_under_top4000"      # Config.encode_tag() of the test config
+SAMPLE_TAG = "full_random_under"
 LSTM_MAX_LEN = 12
 N_REVIEWS = 2500
 BASE = ("sample.size=full", "sample.method=random_under", "evaluate.bootstrap=200",
@@ -111,9 +112,9 @@ def workspace(spark, tmp_path_factory):
 
     def write_adasyn(staging: str) -> dict:
         adasyn_features[0].write.partitionBy("split").parquet(staging + "/features")
-        return {"tag": "full_adasyn"}
+        return {"tag": "full_adasyn_top4000"}
 
-    storage.publish(spark, os.path.join(cfg.stage_dir("encode"), "full_adasyn"), write_adasyn,
+    storage.publish(spark, os.path.join(cfg.stage_dir("encode"), "full_adasyn_top4000"), write_adasyn,
                     {"stage": "encode", "from": encode_dir})
     return root
 
@@ -270,7 +271,7 @@ def test_train_lr_with_adasyn(spark, workspace, engine):
                f"lr.engine={engine}", "lr.max_iter=100", "evaluate.bootstrap=0")
     summary = train_lr.run(spark, cfg)
     row = results.read_results(cfg.stage_dir("results")).set_index("run_id").loc[summary["run_id"]]
-    kept = spark.read.parquet(os.path.join(cfg.stage_dir("encode"), "full_adasyn", "features"))
+    kept = spark.read.parquet(os.path.join(cfg.stage_dir("encode"), "full_adasyn_top4000", "features"))
     kept_train = kept.where(F.col("split") == "train").count()
     assert row["adasyn_rows_added"] > 0
     assert row["train_rows"] == kept_train + row["adasyn_rows_added"]
@@ -288,7 +289,7 @@ def lstm_model_dir(spark, workspace):
     vocab = storage.read_text(spark, encode_dir + "/vocab.txt")
     vocab_size = len(vocab.splitlines())
     model = lstm.build_model(vocab_size, LSTM_MAX_LEN, embedding_dim=8, units=4, seed=5)
-    output = os.path.join(cfg.stage_dir("models"), "lstm", TAG)
+    output = os.path.join(cfg.stage_dir("models"), "lstm", SAMPLE_TAG)
 
     def write(staging: str) -> dict:
         lstm.save_bundle(model, staging, vocab + "\n",

@@ -267,6 +267,15 @@ class Config:
         """Folder name of one (ladder size, sampler) cell: e.g. '50000_random_under'."""
         return f"{self.sample.size}_{self.sample.method}"
 
+    def encode_tag(self) -> str:
+        """Folder name of one encoding: the sample cell plus the TF-IDF feature setting, so the
+        study's 4k top-count features and 2^20 hashed features live side by side."""
+        kind = "hash" if self.encode.tfidf_hashed else "top"
+        return f"{self.sample_tag()}_{kind}{self.encode.tfidf_features}"
+
+    def encode_dir(self) -> str:
+        return os.path.join(self.stage_dir("encode"), self.encode_tag())
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -176,7 +176,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     tag = cfg.sample_tag()
     prepare_dir = cfg.stage_dir("prepare")
     sample_dir = os.path.join(cfg.stage_dir("sample"), tag)
-    output = os.path.join(cfg.stage_dir("encode"), tag)
+    output = cfg.encode_dir()
 
     def write(staging: str) -> dict:
         prepare_manifest = storage.require_manifest(spark, prepare_dir, "prepare")

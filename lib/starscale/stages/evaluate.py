@@ -42,9 +42,11 @@ SEQUENCES_SCHEMA = StructType([
 
 # --------------------------------------------------------------------------- shared helpers
 def default_model_dir(cfg: Config, kind: str) -> str:
-    """models/lr_<lr.engine>/<tag> or models/lstm/<tag>."""
-    name = f"lr_{cfg.lr.engine}" if kind == "lr" else "lstm"
-    return os.path.join(cfg.stage_dir("models"), name, cfg.sample_tag())
+    """models/lr_<lr.engine>/<encode tag> (the LR depends on the TF-IDF setting) or
+    models/lstm/<sample tag>."""
+    if kind == "lr":
+        return os.path.join(cfg.stage_dir("models"), f"lr_{cfg.lr.engine}", cfg.encode_tag())
+    return os.path.join(cfg.stage_dir("models"), "lstm", cfg.sample_tag())
 
 
 def new_run_id(model: str, tag: str) -> str:
@@ -57,7 +59,8 @@ def result_row(cfg: Config, *, model: str, engine: str | None, stage: str, run_i
                sections: tuple[str, ...]) -> dict[str, Any]:
     """One flat results row: identity, sample cell, hyperparameters (section.key), metrics."""
     row: dict[str, Any] = {
-        "run_id": run_id, "model": model, "engine": engine, "tag": cfg.sample_tag(),
+        "run_id": run_id, "model": model, "engine": engine,
+        "tag": cfg.encode_tag() if model.startswith("lr") else cfg.sample_tag(),
         # text: ladder sizes are ints or 'full'; one type keeps the column stable
         "sample_size": str(cfg.sample.size), "sample_method": cfg.sample.method,
         "stage": stage, "model_dir": storage.qualify(model_dir), "run_name": cfg.run.name,
@@ -127,7 +130,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     kind = cfg.evaluate.model
     tag = cfg.sample_tag()
     model_dir = cfg.evaluate.model_dir or default_model_dir(cfg, kind)
-    encode_dir = os.path.join(cfg.stage_dir("encode"), tag)
+    encode_dir = cfg.encode_dir()
     producer = "train-lr" if kind == "lr" else "train-lstm"
     model_manifest = storage.require_manifest(spark, model_dir, producer)
     if kind == "lr":

@@ -137,10 +137,9 @@ def _lstm_text_settings(model_file: str, cfg: Config) -> tuple[list[str], int, s
     folder = os.path.dirname(model_file)
     vocab_file = os.path.join(folder, "vocab.txt")
     if not os.path.isfile(vocab_file):
-        vocab_file = os.path.join(storage.local_path(os.path.join(cfg.stage_dir("encode"),
-                                                                  cfg.sample_tag())), "vocab.txt")
+        vocab_file = os.path.join(storage.local_path(cfg.encode_dir()), "vocab.txt")
     if not os.path.isfile(vocab_file):
-        raise ValueError(f"{model_file}: no vocab.txt beside the model nor in encode/{cfg.sample_tag()}")
+        raise ValueError(f"{model_file}: no vocab.txt beside the model nor in {cfg.encode_dir()}")
     with open(vocab_file) as fh:
         vocab = load_vocab(fh.read(), vocab_file)
     settings = {"max_len": cfg.encode.max_len, "padding": cfg.encode.padding,
@@ -217,7 +216,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     path, fmt, upstream, raw_inputs = _resolve_input(spark, cfg)
     upstream = {**upstream, model_dir: producer}
     if kind == "lr":   # the TF-IDF model that turns text into the LR's features
-        upstream[model_manifest.get("encode_dir") or os.path.join(cfg.stage_dir("encode"), tag)] = "encode"
+        upstream[model_manifest.get("encode_dir") or cfg.encode_dir()] = "encode"
 
     def write(staging: str) -> dict:
         quarantine = None
@@ -229,7 +228,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             reviews = (table if already_clean else
                        cleaned(table, cfg.clean.remove_stopwords, cfg.clean.lemmatize))
         if kind == "lr":
-            encode_dir = os.path.join(cfg.stage_dir("encode"), tag)
+            encode_dir = model_manifest.get("encode_dir") or cfg.encode_dir()
             predictions = score_lr(spark, reviews, model_dir, encode_dir)
         else:
             model_file = evaluate_stage.find_lstm_file(model_dir)

@@ -144,9 +144,9 @@ def config_hash(cfg: Config) -> str:
 
 def run(spark, cfg: Config, force: bool = False) -> dict:
     """Fit the LR baseline on encode/<tag>, evaluate on test, save the model and a results row."""
-    tag = cfg.sample_tag()
+    tag = cfg.encode_tag()
     engine = cfg.lr.engine
-    encode_dir = os.path.join(cfg.stage_dir("encode"), tag)
+    encode_dir = cfg.encode_dir()
     output = evaluate_stage.default_model_dir(cfg, "lr")
     results_dir = cfg.stage_dir("results")
     outcome: dict = {}

@@ -17,7 +17,7 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup setup-gpu constraints doctor test demo package gpu-smoke cluster-up cluster-down clean help
+.PHONY: setup setup-gpu constraints doctor test demo full-data-train package gpu-smoke cluster-up cluster-down clean help
 help:
 	@echo "make setup | doctor | test | demo [DATA=real] | package | clean"
 
@@ -82,6 +82,15 @@ else
 	$(STARSCALE) encode $(DEMO_CONF)
 	@echo "demo outputs: $(abspath out/demo)"
 endif
+
+# The experiment through spark-submit on a cluster. SPARK_MASTER empty: spark-submit's default
+# (or what the cluster's spark-defaults.conf says); CONF: the overlay with paths and executors.
+SPARK_MASTER ?=
+CONF ?= conf/cluster.yaml
+ARGS ?=
+full-data-train: setup package
+	$(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
+		--py-files dist/starscale.zip jobs/experiment.py --conf $(CONF) $(ARGS)
 
 package: setup
 	rm -rf build/package dist/starscale.zip && mkdir -p build/package dist

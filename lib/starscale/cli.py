@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train-lr": ("train_lr", "logistic-regression baseline (MLlib or scikit-learn) on TF-IDF"),
     "train-lstm": ("train_lstm", "the LSTM with Horovod, each worker streaming its shard"),
     "evaluate": ("evaluate", "score a saved model on the test split, append a results row"),
+    "experiment": ("experiment", "the whole grid: sizes × samplers × models, then the report"),
     "predict": ("predict", "batch-score reviews with a saved model inside Spark"),
     "report": ("report", "learning curves, sampling comparison, verdict → report/index.html + report.md"),
 }

@@ -1,0 +1,170 @@
+"""The LSTM classifier: building, pretrained vectors, saving and loading.
+
+The default is the study's model: Embedding(vocab, 300, trainable) → SpatialDropout1D(0.2) →
+LSTM(64) → Dense(5, softmax), Adam, categorical cross-entropy, categorical accuracy. Everything
+here takes plain values (no Config, no Horovod) so the model can be built and tested alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable
+
+import numpy as np
+
+N_CLASSES = 5
+MODEL_FILE = "model.keras"
+VOCAB_FILE = "vocab.txt"
+CONFIG_FILE = "config.json"
+
+
+def build_model(vocab_size: int, max_len: int, *, embedding_dim: int, units: int, layers: int = 1,
+                bidirectional: bool = False, spatial_dropout: float = 0.2, dropout: float = 0.0,
+                recurrent_dropout: float = 0.0, embedding_matrix: np.ndarray | None = None,
+                embedding_trainable: bool = True, mixed_precision: bool = False, seed: int = 0):
+    """An uncompiled Keras model: ids (batch, max_len) int → class probabilities (batch, 5).
+
+    embedding_matrix (vocab_size × embedding_dim) initialises the embedding (pretrained vectors);
+    recurrent_dropout > 0 makes Keras fall back from the cuDNN kernel to the generic loop on GPU.
+    mixed_precision: float16 compute; the softmax stays float32 so the loss is computed stably.
+    Dropout layers draw from tf.random.Generator (a resettable state), so training can reseed
+    them per epoch and a resumed run draws the same masks as an uninterrupted one.
+    """
+    import tensorflow as tf
+    from tensorflow import keras
+
+    if embedding_matrix is not None and embedding_matrix.shape != (vocab_size, embedding_dim):
+        raise ValueError(f"embedding matrix has shape {embedding_matrix.shape}, expected "
+                         f"({vocab_size}, {embedding_dim})")
+    keras.backend.experimental.enable_tf_random_generator()
+    dtype_policy = "mixed_float16" if mixed_precision else "float32"
+    keras.mixed_precision.set_global_policy(dtype_policy)
+    init = (keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None
+            else keras.initializers.RandomUniform(-0.05, 0.05, seed=seed))
+    inputs = keras.Input(shape=(max_len,), dtype=tf.int32, name="ids")
+    x = keras.layers.Embedding(vocab_size, embedding_dim, embeddings_initializer=init,
+                               trainable=embedding_trainable, name="embedding")(inputs)
+    if spatial_dropout > 0:
+        x = keras.layers.SpatialDropout1D(spatial_dropout, seed=seed, name="spatial_dropout")(x)
+    for i in range(layers):
+        last = i == layers - 1
+        cell = keras.layers.LSTM(
+            units, dropout=dropout, recurrent_dropout=recurrent_dropout, return_sequences=not last,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1 + i),
+            recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 101 + i),
+            name=f"lstm_{i}")
+        x = keras.layers.Bidirectional(cell, name=f"bilstm_{i}")(x) if bidirectional else cell(x)
+    outputs = keras.layers.Dense(N_CLASSES, activation="softmax", dtype="float32",
+                                 kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999),
+                                 name="stars")(x)
+    model = keras.Model(inputs, outputs, name="starscale_lstm")
+    keras.mixed_precision.set_global_policy("float32")   # don't leak the policy to later models
+    return model
+
+
+def make_optimizer(learning_rate: float, clipnorm: float | None = None):
+    from tensorflow import keras
+    kwargs = {"clipnorm": clipnorm} if clipnorm else {}
+    return keras.optimizers.Adam(learning_rate=learning_rate, **kwargs)
+
+
+def compile_model(model, optimizer, mixed_precision: bool = False) -> None:
+    """Categorical cross-entropy + categorical accuracy, the study's choice (labels one-hot)."""
+    from tensorflow import keras
+    if mixed_precision:
+        # Loss scaling keeps small float16 gradients from flushing to zero.
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy",
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def read_vocab(lines: Iterable[str]) -> list[str]:
+    """vocab.txt lines → tokens (line i is id i)."""
+    return [line.rstrip("\n") for line in lines]
+
+
+def read_vectors(lines: Iterable[str], vocab: list[str], dim: int, seed: int,
+                 source: str = "vectors") -> tuple[np.ndarray, int]:
+    """GloVe / fastText text vectors → (vocab × dim float32 matrix, tokens found).
+
+    Each line is 'token v1 … vdim'; a fastText header line ('count dim') is skipped. Tokens not
+    in the file get small random rows (seeded), id 0 (<pad>) a zero row. A line with the wrong
+    number of values is a ValueError naming the file and line.
+    """
+    index = {tok: i for i, tok in enumerate(vocab)}
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(0.0, 0.05, size=(len(vocab), dim)).astype(np.float32)
+    matrix[0] = 0.0
+    found = np.zeros(len(vocab), dtype=bool)
+    for line_no, line in enumerate(lines, start=1):
+        parts = line.rstrip("\n").rstrip(" ").split(" ")
+        if line_no == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            continue                      # fastText header: "<count> <dim>"
+        if len(parts) <= 1:
+            continue                      # blank line
+        if len(parts) != dim + 1:
+            raise ValueError(f"{source}:{line_no}: expected a token and {dim} values "
+                             f"(lstm.embedding_dim), got {len(parts) - 1} values")
+        i = index.get(parts[0])
+        if i is None or i == 0 or found[i]:
+            continue
+        try:
+            matrix[i] = np.asarray(parts[1:], dtype=np.float32)
+        except ValueError:
+            raise ValueError(f"{source}:{line_no}: non-numeric value in vector of {parts[0]!r}") from None
+        found[i] = True
+    return matrix, int(found.sum())
+
+
+def uses_cudnn(model) -> dict[str, Any]:
+    """Whether each LSTM layer can take the fused cuDNN kernel (Keras' own eligibility check)
+    and whether a GPU is visible; the kernel runs only when both hold."""
+    import tensorflow as tf
+    from tensorflow import keras
+    layers = []
+    for layer in model.layers:
+        inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+        if isinstance(inner, keras.layers.LSTM):
+            layers.append({"layer": layer.name,
+                           "cudnn_eligible": bool(getattr(inner, "_could_use_gpu_kernel", False))})
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    return {"gpu": gpu, "layers": layers,
+            "cudnn": gpu and bool(layers) and all(x["cudnn_eligible"] for x in layers)}
+
+
+def reseed_dropout(model, *key: int) -> int:
+    """Reset every dropout generator in the model from a seed derived from key and the layer's
+    position; returns how many were reset."""
+    n = 0
+    for i, layer in enumerate(model._flatten_layers()):
+        gen = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if gen is not None:
+            gen.reset_from_seed(int(np.random.SeedSequence([*key, i]).generate_state(1)[0]))
+            n += 1
+    return n
+
+
+def weights_checksum(model) -> float:
+    """A float64 sum of |w| over all weights: equal weights give equal checksums."""
+    return float(sum(np.abs(np.asarray(w, dtype=np.float64)).sum() for w in model.get_weights()))
+
+
+def save_bundle(model, out_dir: str, vocab_text: str, config: dict[str, Any]) -> str:
+    """Write model.keras, vocab.txt and config.json into a local folder; returns it."""
+    os.makedirs(out_dir, exist_ok=True)
+    model.save(os.path.join(out_dir, MODEL_FILE))
+    with open(os.path.join(out_dir, VOCAB_FILE), "w") as fh:
+        fh.write(vocab_text)
+    with open(os.path.join(out_dir, CONFIG_FILE), "w") as fh:
+        json.dump(config, fh, indent=2, sort_keys=True, default=str)
+    return out_dir
+
+
+def load_model(path: str, compile: bool = True):
+    """A saved LSTM: a .keras file or a model folder holding model.keras (safe_mode: no lambdas)."""
+    from tensorflow import keras
+    if os.path.isdir(path):
+        path = os.path.join(path, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"no saved model at {path}")
+    return keras.models.load_model(path, safe_mode=True, compile=compile)

@@ -1,0 +1,242 @@
+"""Distributed LSTM training on CPU with Gloo: Spark local[2], horovodrun, kill/resume, NaN, stall.
+
+Inputs are tiny synthetic encode outputs written here (vocab 40, max_len 10) where the label is
+learnable from the tokens: each star has its own 6 signal tokens.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_LEN = 10
+VOCAB = ["<pad>", "<oov>"] + [f"w{i}" for i in range(38)]      # ids 0..39
+
+TINY = ["lstm.embedding_dim=16", "lstm.units=8", "lstm.batch_size=32", "lstm.shuffle_buffer=256",
+        "lstm.learning_rate=0.01", "encode.max_len=10", "sample.size=full",
+        "sample.method=random_under", "evaluate.bootstrap=20", "train.start_timeout_s=120",
+        "train.stall_timeout_s=120", "lstm.early_stopping_patience=0"]
+
+
+def synthetic_rows(n: int, seed: int, prefix: str) -> dict:
+    """n rows: label c (stars 1..5, skewed mix) has signal tokens 2+6c..7+6c at half the
+    positions, noise tokens 32..39 elsewhere."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(5, size=n, p=[0.1, 0.1, 0.2, 0.2, 0.4])
+    ids = rng.integers(32, 40, size=(n, MAX_LEN))
+    signal_pos = rng.random((n, MAX_LEN)) < 0.5
+    signal_tok = 2 + 6 * labels[:, None] + rng.integers(0, 6, size=(n, MAX_LEN))
+    ids = np.where(signal_pos, signal_tok, ids).astype(np.int32)
+    return {"review_id": [f"{prefix}{seed}-{i}" for i in range(n)], "label": labels.astype(np.int32),
+            "weight": np.ones(n), "ids": ids}
+
+
+def write_encode(spark, cfg, train_shard_rows: list[int], val_rows: int = 128,
+                 test_rows: int = 200) -> str:
+    """Publish encode/<tag> with vocab.txt and sequences/split=*/shard=*/part-0.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.utils.class_weight import compute_class_weight
+    from starscale import storage
+
+    out = cfg.encode_dir()
+
+    def table(rows: dict) -> pa.Table:
+        return pa.table({"review_id": pa.array(rows["review_id"], pa.string()),
+                         "label": pa.array(rows["label"], pa.int32()),
+                         "weight": pa.array(rows["weight"], pa.float64()),
+                         "ids": pa.array(list(rows["ids"]), pa.list_(pa.int32()))})
+
+    def write(staging: str) -> dict:
+        root = storage.local_path(staging)
+        os.makedirs(root, exist_ok=True)
+        Path(root, "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+        parts = [("train", k, n) for k, n in enumerate(train_shard_rows)]
+        n_val = len(train_shard_rows)
+        parts += [("validation", k, val_rows // n_val) for k in range(n_val)]
+        parts += [("test", 0, test_rows)]
+        train_labels = []
+        for i, (split, shard, n) in enumerate(parts):
+            d = Path(root, "sequences", f"split={split}", f"shard={shard}")
+            d.mkdir(parents=True, exist_ok=True)
+            rows = synthetic_rows(n, 100 + i, f"{split}{shard}-")
+            if split == "train":
+                train_labels.append(rows["label"])
+            pq.write_table(table(rows), d / "part-00000.parquet", row_group_size=100)
+        labels = np.concatenate(train_labels)
+        weights = compute_class_weight("balanced", classes=np.unique(labels), y=labels)
+        # the encode manifest's shape (docs/tables.md): rows per split and shard, label weights
+        return {"rows": {split: {str(k): n for s, k, n in parts if s == split}
+                         for split in ("train", "validation", "test")},
+                "class_weights_balanced": {str(c): float(w)
+                                           for c, w in zip(np.unique(labels), weights)}}
+
+    storage.publish(spark, out, write, {"stage": "encode"})
+    return out
+
+
+def tiny_cfg(config_factory, *extra):
+    return config_factory(*TINY, *extra)
+
+
+# --------------------------------------------------------------------------- Spark local[2]
+def test_two_ranks_under_spark_train_disjoint_shards_same_weights(spark, config_factory):
+    from starscale.stages import train_lstm
+
+    cfg = tiny_cfg(config_factory, "train.launcher=spark", "train.workers=2", "encode.shards=2",
+                   "lstm.epochs=2", "train.warmup_epochs=1")
+    write_encode(spark, cfg, [320, 320])
+    summary = train_lstm.run(spark, cfg, hooks={"return_ids": True})
+
+    ranks = summary["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert [r["train_shards"] for r in ranks] == [[0], [1]]
+    ids0, ids1 = set(summary["review_ids"][0]), set(summary["review_ids"][1])
+    # 320 rows per shard, batch 32: 10 steps → every row of its own shard, none of the other's
+    assert len(ids0) == 320 and len(ids1) == 320 and not ids0 & ids1
+    assert all(i.startswith("train0-") for i in ids0) and all(i.startswith("train1-") for i in ids1)
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    loss = summary["history"]["loss"]
+    assert len(loss) == 2 and loss[1] < loss[0]
+    assert summary["rows_seen"] == 2 * 2 * 320
+    from sklearn.utils.class_weight import compute_class_weight
+    labels = np.concatenate([synthetic_rows(320, 100 + k, "")["label"] for k in (0, 1)])
+    manifest = json.loads((Path(summary["output"]) / "_MANIFEST.json").read_text())
+    np.testing.assert_allclose(manifest["class_weights"],
+                               compute_class_weight("balanced", classes=np.arange(5), y=labels))
+    assert summary["epochs_completed"] == 2
+    from starscale import lstm
+    model = lstm.load_model(summary["output"])
+    assert model.output_shape == (None, 5)
+    assert (Path(summary["output"]) / "vocab.txt").read_text().split("\n")[:2] == ["<pad>", "<oov>"]
+    assert json.loads((Path(summary["output"]) / "config.json").read_text())["lstm"]["units"] == 8
+    from starscale import results
+    table = results.read_results(cfg.stage_dir("results"))
+    assert list(table["run_id"]) == [summary["run_id"]]
+    assert table["lstm.units"].iloc[0] == 8 and table["rows_seen"].iloc[0] == 1280
+    assert len(results.read_predictions(cfg.stage_dir("results"), summary["run_id"])) == 200
+
+
+def test_one_extra_batch_on_one_rank_does_not_hang(spark, config_factory):
+    """Shard 1 holds one batch more than shard 0: both ranks run the smaller rank's steps, so
+    nobody waits on an allreduce the other never joins (horovodrun launcher, 2 processes)."""
+    from starscale.stages import train_lstm
+
+    cfg = tiny_cfg(config_factory, "train.launcher=horovodrun", "train.workers=2",
+                   "encode.shards=2", "lstm.epochs=1", "train.stall_timeout_s=90")
+    write_encode(spark, cfg, [320, 352])
+    started = time.time()
+    summary = train_lstm.run(spark, cfg)
+    assert time.time() - started < 600
+    assert [r["steps_per_epoch"] for r in summary["ranks"]] == [10, 10]
+    assert [r["rows_seen"] for r in summary["ranks"]] == [320, 320]
+    assert summary["ranks"][0]["checksum"] == summary["ranks"][1]["checksum"]
+
+
+# --------------------------------------------------------------------------- kill and resume
+def _cli(cfg_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "starscale", "train-lstm", "--conf",
+            str(REPO / "conf" / "local.yaml"), *[a for s in cfg_args for a in ("--set", s)]]
+
+
+def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(spark, tmp_path):
+    from starscale import lstm
+    from tests.conftest import make_config
+
+    common = [*TINY, "train.launcher=local", "train.workers=1", "encode.shards=1", "lstm.epochs=3",
+              "lstm.deterministic=true", "evaluate.bootstrap=0"]
+    runs = {}
+    for name in ("whole", "killed"):
+        out = tmp_path / name
+        cfg = make_config(out, *common)
+        write_encode(spark, cfg, [256])
+        runs[name] = [f"run.output_dir={out / 'out'}", *common]
+    env = {**os.environ, "STARSCALE_TRAIN_HOOKS": json.dumps({"epoch_sleep_s": 4})}
+    plain_env = {k: v for k, v in os.environ.items() if k != "STARSCALE_TRAIN_HOOKS"}
+
+    subprocess.run(_cli(runs["whole"]), check=True, env=plain_env, capture_output=True, timeout=600)
+
+    state = tmp_path / "killed" / "out" / "checkpoints" / "lstm" / "full_random_under" / "state.json"
+    proc = subprocess.Popen(_cli(runs["killed"]), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)       # the training process and its Spark JVM
+    proc.wait()
+    done_at_kill = json.loads(state.read_text())["completed_epochs"]
+    assert 1 <= done_at_kill < 3
+    assert not (tmp_path / "killed" / "out" / "models" / "lstm" / "full_random_under").exists()
+
+    resumed = subprocess.run(_cli(runs["killed"]), env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
+    assert summary["initial_epoch"] == done_at_kill
+    assert summary["epochs_completed"] == 3
+    whole = lstm.load_model(tmp_path / "whole" / "out" / "models" / "lstm" / "full_random_under")
+    again = lstm.load_model(tmp_path / "killed" / "out" / "models" / "lstm" / "full_random_under")
+    for a, b in zip(whole.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- NaN and stall
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(spark, config_factory):
+    from starscale import hvd_train, lstm
+    from starscale.stages import train_lstm
+
+    cfg = tiny_cfg(config_factory, "train.launcher=local", "train.workers=1", "encode.shards=1",
+                   "lstm.epochs=3")
+    write_encode(spark, cfg, [256])                      # 8 steps per epoch
+    with pytest.raises(hvd_train.TrainingFailed, match=r"NaN loss at epoch 2 batch 3 on rank 0"):
+        train_lstm.run(spark, cfg, hooks={"nan_at_step": 8 + 3})
+    ckpt = Path(train_lstm.paths(cfg)["checkpoints"])
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["completed_epochs"] == 1 and state["model_file"] == "epoch-0001.keras"
+    model = lstm.load_model(str(ckpt / "epoch-0001.keras"))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert "NaN loss at epoch 2 batch 3" in json.loads((ckpt / "_FAILURE.json").read_text())["message"]
+    assert not Path(train_lstm.paths(cfg)["output"]).exists()
+
+
+def test_watchdog_turns_a_stall_into_a_failure():
+    from starscale.hvd_train import Stalled, Watchdog
+
+    dog = Watchdog(1.0, hard_exit=False, where="rank 0/1").start()
+    try:
+        dog.beat("epoch 1 batch 3")
+        with pytest.raises(Stalled):
+            for _ in range(1200):            # a loop that stops making progress (≤ 60 s)
+                time.sleep(0.05)
+    finally:
+        dog.stop()
+    assert dog.fired is not None and "epoch 1 batch 3" in dog.fired
+    assert "train.stall_timeout_s=1" in dog.fired
+
+
+def test_pretrained_vectors_file_initialises_a_frozen_embedding(spark, config_factory, tmp_path):
+    from starscale import lstm
+    from starscale.stages import train_lstm
+
+    vectors = tmp_path / "vectors.txt"       # GloVe text format, 16 values per token
+    vectors.write_text("".join(f"{tok} " + " ".join(["0.25"] * 16) + "\n" for tok in VOCAB[2:10])
+                       + "notinvocab " + " ".join(["9"] * 16) + "\n")
+    cfg = tiny_cfg(config_factory, "train.launcher=local", "train.workers=1", "encode.shards=1",
+                   "lstm.epochs=1", f"lstm.pretrained_vectors={vectors}",
+                   "lstm.embedding_trainable=false", "evaluate.bootstrap=0")
+    write_encode(spark, cfg, [128])
+    summary = train_lstm.run(spark, cfg)
+    emb = lstm.load_model(summary["output"]).get_layer("embedding")
+    table = emb.get_weights()[0]
+    assert not emb.trainable and table.shape == (40, 16)
+    np.testing.assert_array_equal(table[2:10], np.full((8, 16), 0.25, np.float32))
+    np.testing.assert_array_equal(table[0], np.zeros(16, np.float32))      # <pad>
+    assert np.abs(table[10:]).max() < 0.5 and np.abs(table[10:]).max() > 0  # random, not 9

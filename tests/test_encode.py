@@ -256,7 +256,7 @@ def _publish_inputs(spark, cfg):
 
 
 def test_ladder_quota_from_manifest():
-    from starscale.stages.encode import ladder_quota
+    from starscale.tables import ladder_quota
     manifest = {"ladder": {"8": {"1": 3, "5": 5}, "full": {"1": 3, "5": 7}}}
     assert ladder_quota(manifest, 8, "p") == {1: 3, 5: 5}
     assert ladder_quota(manifest, "full", "p") == {1: 3, 5: 7}

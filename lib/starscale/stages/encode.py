@@ -15,42 +15,12 @@ import os
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (DoubleType, IntegerType, LongType, StringType, StructField,
-                               StructType)
 
 from starscale import encode, storage
+from starscale.tables import PREPARE_REVIEWS_SCHEMA, SAMPLE_TRAIN_SCHEMA, ladder_quota
 from starscale.config import Config, EncodeConfig
 
-PREPARE_REVIEWS_SCHEMA = StructType([
-    StructField("review_id", StringType()),
-    StructField("star", IntegerType()),
-    StructField("text", StringType()),
-    StructField("split", StringType()),
-    StructField("class_rank", LongType()),
-])
-SAMPLE_TRAIN_SCHEMA = StructType([
-    StructField("review_id", StringType()),
-    StructField("star", IntegerType()),
-    StructField("text", StringType()),
-    StructField("weight", DoubleType()),
-    StructField("copy", IntegerType()),
-])
 SPLITS = ("train", "validation", "test")
-
-
-def ladder_quota(manifest: dict, size: int | str, prepare_dir: str) -> dict[int, int] | None:
-    """{star: quota} for ladder size `size` from the prepare manifest; None: the whole train split
-    ('full' without its own entry)."""
-    ladder = manifest.get("ladder")
-    if not isinstance(ladder, dict):
-        raise ValueError(f"{prepare_dir}/{storage.MANIFEST}: key 'ladder' missing; rerun prepare")
-    quota = ladder.get(str(size))
-    if quota is None:
-        if size == "full":
-            return None
-        raise ValueError(f"{prepare_dir}/{storage.MANIFEST}: ladder has no size {size!r} "
-                         f"(sample.size; sizes there: {sorted(ladder, key=str)})")
-    return {int(star): int(n) for star, n in quota.items()}
 
 
 def ladder_train(reviews: DataFrame, quota: dict[int, int] | None) -> tuple[DataFrame, str]:

@@ -21,23 +21,15 @@ from typing import Any, Callable
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
 
 from starscale import lr, metrics, results, storage
 from starscale.config import Config
+from starscale.tables import SEQUENCES_SCHEMA
 
 MLLIB_MODEL = "model"                    # MLlib LogisticRegressionModel folder
 SKLEARN_MODEL = "sklearn_model.json"     # scikit-learn coefficients (lr.sklearn_to_dict)
 LSTM_MODEL_FILE = "model.keras"
 
-SEQUENCES_SCHEMA = StructType([
-    StructField("review_id", StringType()),
-    StructField("label", IntegerType()),
-    StructField("weight", DoubleType()),
-    StructField("ids", ArrayType(IntegerType())),
-    StructField("split", StringType()),
-    StructField("shard", IntegerType()),
-])
 
 
 # --------------------------------------------------------------------------- shared helpers

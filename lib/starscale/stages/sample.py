@@ -12,40 +12,15 @@ import os
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from starscale import resample, storage
+from starscale.tables import PREPARE_REVIEWS_SCHEMA, ladder_quota
 from starscale.config import Config
 
-PREPARE_REVIEWS_SCHEMA = StructType([
-    StructField("review_id", StringType()),
-    StructField("star", IntegerType()),
-    StructField("text", StringType()),
-    StructField("split", StringType()),
-    StructField("class_rank", LongType()),
-])
 
 ADASYN_NOTE = ("rows pass through unchanged (weight 1, copy 0): ADASYN synthesizes feature "
                "vectors, so the LR trainer applies starscale.resample.adasyn_resample to the "
                "TF-IDF features of these rows")
-
-
-def ladder_quota(manifest: dict, size: int | str, prepare_dir: str) -> dict[int, int] | None:
-    """{star: quota} of ladder size `size` from the prepare manifest; None: all train rows.
-
-    'full' without an entry in the manifest means the whole train split.
-    """
-    ladder = manifest.get("ladder")
-    if not isinstance(ladder, dict):
-        raise ValueError(f"{prepare_dir}/{storage.MANIFEST}: no 'ladder' quotas; rerun prepare")
-    quota = ladder.get(str(size))
-    if quota is None:
-        if size == "full":
-            return None
-        raise ValueError(f"sample.size: {size} has no ladder quota in {prepare_dir}/"
-                         f"{storage.MANIFEST} (sizes there: {sorted(ladder, key=str)}); the train "
-                         f"split may be smaller than this size")
-    return {int(star): int(n) for star, n in quota.items()}
 
 
 def ladder_train(reviews: DataFrame, quota: dict[int, int] | None) -> DataFrame:

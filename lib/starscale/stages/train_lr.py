@@ -16,26 +16,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 
 import numpy as np
-from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 from starscale import lr, metrics, results, storage
 from starscale.config import Config
+from starscale.tables import FEATURES_SCHEMA
 from starscale.stages import evaluate as evaluate_stage
 
-FEATURES_SCHEMA = StructType([
-    StructField("review_id", StringType()),
-    StructField("label", IntegerType()),
-    StructField("weight", DoubleType()),
-    StructField("features", VectorUDT()),
-    StructField("split", StringType()),
-])
 
 
 def read_features(spark, encode_dir: str, split: str) -> DataFrame:

@@ -21,6 +21,8 @@ TEST_SPARK_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.driver.memory": "2g",
     "spark.ui.showConsoleProgress": "false",
+    "spark.driver.host": "127.0.0.1",          # bind loopback only, never the host's address
+    "spark.driver.bindAddress": "127.0.0.1",
 }
 
 

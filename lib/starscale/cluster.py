@@ -83,17 +83,78 @@ def up(cfg: ClusterConfig) -> str:
     _wait_for(lambda: _port_open(cfg.host, cfg.master_port), cfg.start_timeout_s, "master",
               run_dir / "logs" / "master.log")
     for i in range(cfg.workers):
-        _start(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", master_url(cfg),
-                               "--host", cfg.host, "--cores", str(cfg.worker_cores),
-                               "--memory", cfg.worker_memory,
-                               "--webui-port", str(cfg.master_webui_port + 1 + i),
-                               "--work-dir", str(run_dir / "work" / f"worker-{i}")],
-               run_dir, env)
+        _start_worker(cfg, i, run_dir, env)
     for i in range(cfg.workers):
-        log = run_dir / "logs" / f"worker-{i}.log"
-        _wait_for(lambda log=log: log.exists() and b"Successfully registered with master" in log.read_bytes(),
-                  cfg.start_timeout_s, f"worker-{i}", log)
+        _wait_registered(cfg, i, run_dir, 0)
     return master_url(cfg)
+
+
+def _start_worker(cfg: ClusterConfig, index: int, run_dir: Path, env: dict[str, str]) -> int:
+    return _start(f"worker-{index}", ["org.apache.spark.deploy.worker.Worker", master_url(cfg),
+                                      "--host", cfg.host, "--cores", str(cfg.worker_cores),
+                                      "--memory", cfg.worker_memory,
+                                      "--webui-port", str(worker_webui_port(cfg, index)),
+                                      "--work-dir", str(run_dir / "work" / f"worker-{index}")],
+                  run_dir, env)
+
+
+def _wait_registered(cfg: ClusterConfig, index: int, run_dir: Path, log_offset: int) -> None:
+    """Wait for worker `index` to log its registration (after byte log_offset of its log)."""
+    log = run_dir / "logs" / f"worker-{index}.log"
+    _wait_for(lambda: log.exists() and b"Successfully registered with master" in log.read_bytes()[log_offset:],
+              cfg.start_timeout_s, f"worker-{index}", log)
+
+
+def start_worker(cfg: ClusterConfig, index: int) -> int:
+    """(Re)start worker `index` of a running cluster (after kill_worker); returns its pid."""
+    run_dir = Path(cfg.run_dir).resolve()
+    if f"worker-{index}" in _running(run_dir):
+        raise RuntimeError(f"worker-{index} of {run_dir} is already running")
+    log = run_dir / "logs" / f"worker-{index}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    pid = _start_worker(cfg, index, run_dir, _env(cfg, run_dir))
+    _wait_registered(cfg, index, run_dir, offset)
+    return pid
+
+
+def free_port(host: str = "127.0.0.1", block: int = 1) -> int:
+    """A port p on host with p .. p+block-1 all free right now (tests: a cluster per run)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port + block <= 65535 and not any(_port_open(host, port + i) for i in range(block)):
+            return port
+    raise RuntimeError(f"no block of {block} free ports on {host}")
+
+
+def worker_webui_port(cfg: ClusterConfig, index: int) -> int:
+    return cfg.master_webui_port + 1 + index
+
+
+def _get_json(url: str, timeout_s: float = 5.0) -> dict:
+    import json
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read().decode("utf-8"))
+
+
+def master_state(cfg: ClusterConfig) -> dict:
+    """The master's JSON status (workers, alive/dead, active and completed apps)."""
+    return _get_json(f"http://{cfg.host}:{cfg.master_webui_port}/json/")
+
+
+def worker_state(cfg: ClusterConfig, index: int) -> dict:
+    """One worker's JSON status; its "executors" list holds the running executors (appid, id)."""
+    return _get_json(f"http://{cfg.host}:{worker_webui_port(cfg, index)}/json/")
+
+
+def running_executors(cfg: ClusterConfig, index: int) -> list[dict]:
+    """Executors running on worker `index` now ([] when it has none or does not answer)."""
+    try:
+        return list(worker_state(cfg, index).get("executors") or [])
+    except OSError:
+        return []
 
 
 def _is_our_jvm(pid: int) -> bool:

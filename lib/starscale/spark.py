@@ -7,6 +7,16 @@ import sys
 from starscale.config import SparkConfig
 
 
+def executor_python(path: str | None) -> str | None:
+    """spark.python as the executors should see it: a relative path that exists here (e.g.
+    .venv/bin/python on a one-host cluster) becomes absolute, since executors run in their own
+    work dirs; one that does not exist here (./env/bin/python inside a --archives venv, unpacked
+    in each executor's work dir) is kept as given."""
+    if path and not os.path.isabs(path) and os.path.isfile(path):
+        return os.path.abspath(path)
+    return path
+
+
 def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
     """Return a SparkSession for spark_cfg.
 
@@ -16,17 +26,20 @@ def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
     """
     from pyspark.sql import SparkSession
 
-    python = spark_cfg.python or sys.executable
-    # PYSPARK_PYTHON must be set before the JVM starts for local mode; spark.pyspark.python
-    # covers spark-submit, where the JVM is already running.
-    os.environ.setdefault("PYSPARK_PYTHON", python)
+    python = executor_python(spark_cfg.python) or sys.executable
+    # pyspark takes the executors' interpreter from $PYSPARK_PYTHON when the SparkContext starts
+    # (also under spark-submit), so a configured spark.python must win over an inherited value.
+    if spark_cfg.python:
+        os.environ["PYSPARK_PYTHON"] = python
+    else:
+        os.environ.setdefault("PYSPARK_PYTHON", python)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(
         spark_cfg.app_name + (f"-{app_suffix}" if app_suffix else ""))
     if spark_cfg.master:
         builder = builder.master(spark_cfg.master)
     if spark_cfg.python:
-        builder = builder.config("spark.pyspark.python", spark_cfg.python)
+        builder = builder.config("spark.pyspark.python", python)
     for key, value in spark_cfg.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -120,10 +120,12 @@ def worker_args(cfg: Config, encode_manifest: dict, p: dict[str, str],
             "fingerprint": fingerprint, "hooks": dict(hooks or {}), "hard_exit": True}
 
 
-def horovodrun_command(workers: int, start_timeout_s: int, args_path: str) -> list[str]:
+def horovodrun_command(workers: int, start_timeout_s: int, args_path: str,
+                       nics: list[str] | tuple[str, ...] = ()) -> list[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    iface = ["--network-interface", ",".join(nics)] if nics else []
     return [exe if os.path.exists(exe) else "horovodrun", "-np", str(workers), "--gloo",
-            "-H", f"localhost:{workers}", "--start-timeout", str(start_timeout_s),
+            "-H", f"localhost:{workers}", "--start-timeout", str(start_timeout_s), *iface,
             sys.executable, "-m", "starscale.hvd_train", args_path]
 
 
@@ -144,10 +146,15 @@ def launch(cfg: Config, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [hvd_train.train_rank({**args, "hard_exit": False})]
     if launcher == "spark":
         import horovod.spark
+        if cfg.train.bind_host:
+            from starscale import loopback
+            # Horovod: the driver service and Gloo rendezvous listen on this address only.
+            loopback.pin_horovod_services(cfg.train.bind_host)
         try:
             # Horovod: one Spark task per worker; the function gets plain values only.
             return horovod.spark.run(hvd_train.train_rank, args=(args,), num_proc=cfg.train.workers,
                                      start_timeout=cfg.train.start_timeout_s, use_gloo=True,
+                                     nics=set(cfg.train.nics) or None,
                                      verbose=1, stdout=sys.stdout, stderr=sys.stderr)
         except Exception as exc:             # noqa: BLE001 — re-raised with the rank's reason
             raise _failure(args["ckpt_dir"], exc) from exc
@@ -163,7 +170,8 @@ def launch(cfg: Config, args: dict[str, Any]) -> list[dict[str, Any]]:
     result_path = args_path.rsplit(".json", 1)[0] + ".result.json"
     if os.path.exists(result_path):
         os.remove(result_path)
-    cmd = horovodrun_command(cfg.train.workers, cfg.train.start_timeout_s, args_path)
+    cmd = horovodrun_command(cfg.train.workers, cfg.train.start_timeout_s, args_path,
+                             cfg.train.nics)
     print(f"{STAGE}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode != 0 or not os.path.exists(result_path):

@@ -1,0 +1,416 @@
+"""Cluster mode for real: spark-submit to a Spark standalone cluster (master + 2 workers) on
+127.0.0.1, started and stopped by the test (starscale.cluster) with its own run dir and free ports.
+
+1. A ~2.5k-row synthetic corpus through the experiment job (make-corpus → ingest → prepare →
+   sample → encode → train-lr → train-lstm with 2 Horovod ranks as Spark tasks → report; the
+   stages chained in one application when the job is absent) on the cluster; the data stages'
+   tables must equal those of the same stages run in local mode.
+2. A worker JVM is SIGKILLed while a make-corpus task runs on it: Spark reruns the lost tasks on
+   the other worker and the corpus bytes equal a clean local run's.
+3. A worker is SIGKILLed during Horovod training: the job fails (does not hang) with a
+   "train-lstm: training failed: ..." message, and a rerun resumes from the last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+# The same data and model settings in both modes (tiny: 2 cores shared by several people).
+PIPELINE = [
+    "corpus.rows=2500", "corpus.partitions=4", "corpus.part_files=2",
+    "ladder.sizes=[1000, full]", "sample.size=full", "sample.method=random_over",
+    "encode.vocab_size=2000", "encode.max_len=20", "encode.shards=2", "encode.tfidf_features=500",
+    "encode.tfidf_ngram_max=2",
+    "lr.engine=mllib", "lr.max_iter=20",
+    "lstm.embedding_dim=16", "lstm.units=8", "lstm.batch_size=64", "lstm.shuffle_buffer=256",
+    "lstm.epochs=2", "lstm.early_stopping_patience=0", "lstm.learning_rate=0.01",
+    "evaluate.bootstrap=20", "report.bootstrap=50",
+    "train.workers=2", "train.start_timeout_s=180", "train.stall_timeout_s=120",
+    # the experiment job's grid: one cell (full train split, random_over), LR + LSTM
+    "experiment.sizes=[full]", "experiment.samplers=[random_over]", "experiment.models=[lr, lstm]",
+    "experiment.lr_engines=[mllib]", "experiment.lr_features=[{features: 500, hashed: false}]",
+]
+DATA_STAGES = ["make-corpus", "ingest", "prepare", "sample", "encode"]
+MODEL_STAGES = ["train-lr", "train-lstm", "report"]
+
+
+def pipeline_stages() -> list[str]:
+    """The experiment job when it exists (it runs every stage of the grid, then the report),
+    else the stages chained in one application."""
+    import importlib.util
+    if importlib.util.find_spec("starscale.stages.experiment") is not None:
+        return ["experiment"]
+    return DATA_STAGES + MODEL_STAGES
+
+# The driver program spark-submit runs: the listed stages in one application (one session),
+# each through cli.run_stage like jobs/<stage>.py. Horovod's driver-side servers are pinned to
+# train.bind_host here (the executor side is pinned by the daemon module in conf/standalone.yaml).
+DRIVER = '''
+import json, sys
+from starscale import cli, loopback
+from starscale.config import load_config
+from starscale.spark import build_session
+stages = sys.argv[1].split(",")
+conf, sets = [], []
+for flag, value in zip(sys.argv[2::2], sys.argv[3::2]):
+    (conf if flag == "--conf" else sets).append(value)
+cfg = load_config(conf, sets)
+if cfg.train.bind_host:
+    loopback.pin_horovod_services(cfg.train.bind_host)
+spark = build_session(cfg.spark, "cluster-test")
+print("APP " + spark.sparkContext.applicationId, flush=True)
+for stage in stages:
+    summary = cli.run_stage(stage, cfg, spark=spark)
+    print("SUMMARY " + json.dumps(cli._brief(summary), default=str), flush=True)
+spark.stop()
+'''
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """A master + 2 workers on 127.0.0.1 with free ports; always stopped at teardown."""
+    from starscale import cluster
+    from starscale.config import load_config
+    run_dir = tmp_path_factory.mktemp("standalone")
+    cfg = load_config(None, [f"cluster.run_dir={run_dir}",
+                             f"cluster.master_port={cluster.free_port()}",
+                             f"cluster.master_webui_port={cluster.free_port(block=3)}",
+                             "cluster.workers=2", "cluster.worker_cores=1",
+                             "cluster.worker_memory=3g", "cluster.start_timeout_s=120"]).cluster
+    try:
+        url = cluster.up(cfg)
+        yield cfg, url
+    finally:
+        stopped = cluster.down(cfg.run_dir)
+        print(f"cluster down: {stopped}")
+
+
+@pytest.fixture(scope="module")
+def code_zip(tmp_path_factory) -> Path:
+    """The --py-files zip, laid out like `make package` (built here: dist/ is shared)."""
+    out = tmp_path_factory.mktemp("zip") / "starscale.zip"
+    pkg = REPO / "lib" / "starscale"
+    with zipfile.ZipFile(out, "w") as zf:
+        for path in sorted(pkg.rglob("*.py")):
+            zf.write(path, "starscale/" + str(path.relative_to(pkg)))
+        for path in sorted((REPO / "conf").glob("*.yaml")):
+            zf.write(path, f"starscale/conf/{path.name}")
+    return out
+
+
+def submit(cluster_cfg, url: str, code_zip: Path, tmp: Path, stages: list[str], sets: list[str],
+           *, extra_env: dict | None = None, timeout_s: int = 600, wait: bool = True):
+    """spark-submit the DRIVER with conf/standalone.yaml against the test cluster."""
+    driver = tmp / "driver.py"
+    driver.write_text(DRIVER)
+    args = [str(Path(sys.executable).parent / "spark-submit"), "--master", url,
+            "--driver-memory", "1g", "--py-files", str(code_zip)]
+    args += [str(driver), ",".join(stages), "--conf", str(REPO / "conf" / "standalone.yaml")]
+    for item in sets:
+        args += ["--set", item]
+    env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": cluster_cfg.host, "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
+    env.pop("PYSPARK_PYTHON", None)        # the executors' Python comes from spark.python
+    log = open(tmp / f"submit-{'_'.join(stages)}-{time.time():.0f}.log", "w+")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            text=True)
+    if not wait:
+        return proc, log
+    try:
+        proc.wait(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    return proc.returncode, log.read()
+
+
+def summaries(output: str) -> dict[str, dict]:
+    out = {}
+    for line in output.splitlines():
+        if line.startswith("SUMMARY "):
+            summary = json.loads(line[len("SUMMARY "):])
+            out[summary["stage"]] = summary
+    return out
+
+
+def run_local(code_zip: Path, tmp: Path, stages: list[str], sets: list[str]):
+    """The same stages in local mode (local[2], conf/local.yaml) through spark-submit too, with
+    every listener on 127.0.0.1. Returns (config, {stage: summary})."""
+    from tests.conftest import make_config
+    cfg = make_config(tmp, *sets)
+    driver = tmp / "driver.py"
+    tmp.mkdir(parents=True, exist_ok=True)
+    driver.write_text(DRIVER)
+    args = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]",
+            "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
+            "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.driver.host=127.0.0.1",
+            "--py-files", str(code_zip), str(driver), ",".join(stages),
+            "--conf", str(REPO / "conf" / "local.yaml"), "--set", f"run.output_dir={cfg.run.output_dir}"]
+    for item in sets:
+        args += ["--set", item]
+    env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return cfg, summaries(proc.stdout)
+
+
+def table(path: Path, out_root: Path):
+    """A published table as a pandas frame with a stable row order: hive partition columns as
+    text, arrays as tuples, this run's output folder removed from paths, sorted by every column."""
+    import pyarrow.dataset as ds
+    frame = ds.dataset(str(path), format="parquet", partitioning="hive",
+                       ignore_prefixes=["_", "."]).to_table().to_pandas()
+    for col in frame.columns:
+        if str(frame[col].dtype) == "category":
+            frame[col] = frame[col].astype(str)
+        elif frame[col].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
+            frame[col] = frame[col].map(lambda v: tuple(v) if v is not None else None)
+    for col in frame.columns:            # paths (source_file, "first seen at ..." details)
+        if frame[col].map(lambda v: isinstance(v, str)).any():
+            frame[col] = frame[col].map(
+                lambda v: v.replace(f"file:{out_root}", "<out>") if isinstance(v, str) else v)
+    cols = sorted(frame.columns)
+    return frame[cols].sort_values(cols, na_position="first").reset_index(drop=True)
+
+
+def app_executors_by_worker(cluster_cfg, app_id: str) -> dict[int, list[str]]:
+    """Executor ids of app_id each worker ran (finished or running), from the workers' JSON."""
+    from starscale import cluster
+    out = {}
+    for i in range(cluster_cfg.workers):
+        state = cluster.worker_state(cluster_cfg, i)
+        execs = (state.get("executors") or []) + (state.get("finishedexecutors") or [])
+        out[i] = sorted(str(e["id"]) for e in execs if e.get("appid") == app_id)
+    return out
+
+
+# --------------------------------------------------------------------------- 1. pipeline
+@pytest.mark.slow
+def test_pipeline_on_standalone_equals_local(standalone, code_zip, tmp_path):
+    cluster_cfg, url = standalone
+    out_cluster = tmp_path / "cluster-out"
+    sets = [*PIPELINE, f"run.output_dir={out_cluster}"]
+    started = time.time()
+    stages = pipeline_stages()
+    rc, output = submit(cluster_cfg, url, code_zip, tmp_path, stages, sets)
+    cluster_seconds = time.time() - started
+    assert rc == 0, output[-6000:]
+    assert list(summaries(output)) == stages, output[-3000:]
+    app_id = next(l.split()[1] for l in output.splitlines() if l.startswith("APP "))
+    # Both workers ran executors of the application (1 core each: the 2 Horovod ranks, which
+    # run at the same time, necessarily ran on different workers).
+    per_worker = app_executors_by_worker(cluster_cfg, app_id)
+    assert all(per_worker[i] for i in range(2)), per_worker
+
+    started = time.time()
+    local_cfg, _ = run_local(code_zip, tmp_path / "local", DATA_STAGES, PIPELINE)
+    local_seconds = time.time() - started
+    out_local = Path(local_cfg.run.output_dir)
+    print(f"cluster pipeline {cluster_seconds:.0f}s, local data stages {local_seconds:.0f}s")
+
+    def manifest(root: Path, rel: str) -> dict:
+        return json.loads((root / rel / "_MANIFEST.json").read_text())
+
+    # ingest: the same counts per file and the same rows and quarantine
+    m_c, m_l = manifest(out_cluster, "ingest"), manifest(out_local, "ingest")
+    assert m_c["counts"] == m_l["counts"] and m_c["totals"] == m_l["totals"]
+    assert m_c["counts"]["reviews"] + m_c["counts"]["quarantine"] == 2500
+    for rel in ("ingest/reviews", "ingest/quarantine", "prepare/reviews", "prepare/quarantine"):
+        a, b = table(out_cluster / rel, out_cluster), table(out_local / rel, out_local)
+        assert len(a) == len(b) and a.equals(b), rel
+    # split assignment and ladder quotas
+    assert manifest(out_cluster, "prepare")["counts"] == manifest(out_local, "prepare")["counts"]
+    assert manifest(out_cluster, "prepare")["ladder"] == manifest(out_local, "prepare")["ladder"]
+    # the resampled train set
+    tag = local_cfg.sample_tag()
+    a = table(out_cluster / "sample" / tag / "train", out_cluster)
+    b = table(out_local / "sample" / tag / "train", out_local)
+    assert len(a) > 0 and a.equals(b)
+    assert (manifest(out_cluster, f"sample/{tag}")["class_counts_after"]
+            == manifest(out_local, f"sample/{tag}")["class_counts_after"])
+    # the encoded shards: vocabulary and every split/shard's rows
+    enc = Path("encode") / local_cfg.encode_tag()
+    assert (out_cluster / enc / "vocab.txt").read_text() == (out_local / enc / "vocab.txt").read_text()
+    a = table(out_cluster / enc / "sequences", out_cluster)
+    b = table(out_local / enc / "sequences", out_local)
+    assert len(a) > 0 and a.equals(b)
+    assert manifest(out_cluster, str(enc))["rows"] == manifest(out_local, str(enc))["rows"]
+
+    # both models trained on the cluster (published with manifests), and the report was written
+    lr = manifest(out_cluster, f"models/lr_mllib/{local_cfg.encode_tag()}")
+    assert 0.0 <= lr["score"] <= 1.0 and lr["test_rows"] == 250
+    lstm = manifest(out_cluster, f"models/lstm/{local_cfg.sample_tag()}")
+    assert lstm["workers"] == 2 and lstm["epochs_completed"] == 2, lstm
+    assert lstm["launcher"] == "spark" and lstm["test_rows"] == 250
+    assert (out_cluster / "models" / "lstm" / local_cfg.sample_tag() / "model.keras").is_file()
+    assert (out_cluster / "report" / "index.html").is_file()
+    assert (out_cluster / "report" / "_MANIFEST.json").is_file()
+
+
+# --------------------------------------------------------------------------- 2. worker lost
+def _driver_ui_json(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/applications{path}", timeout=5) as r:
+        return json.loads(r.read().decode())
+
+
+@pytest.mark.slow
+def test_worker_killed_during_data_stage(standalone, code_zip, tmp_path):
+    """SIGKILL worker 0 while one of its executor's make-corpus tasks runs; the corpus written
+    equals a clean local run's, byte for byte."""
+    from starscale import cluster
+    cluster_cfg, url = standalone
+    rows = ["corpus.rows=150000", "corpus.partitions=8", "corpus.part_files=4"]
+    ui_port = cluster.free_port()
+    out_cluster = tmp_path / "cluster-out"
+    proc, log = submit(cluster_cfg, url, code_zip, tmp_path, ["make-corpus"],
+                       [*rows, f"run.output_dir={out_cluster}",
+                        "spark.conf.spark.ui.enabled='true'", f"spark.conf.spark.ui.port='{ui_port}'"],
+                       wait=False)
+    killed_executors: list[str] = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not killed_executors:
+            time.sleep(0.5)
+            try:
+                apps = _driver_ui_json(ui_port, "")
+                execs = _driver_ui_json(ui_port, f"/{apps[0]['id']}/executors")
+            except (OSError, IndexError, ValueError):
+                continue
+            on_worker0 = {str(e["id"]) for e in cluster.running_executors(cluster_cfg, 0)}
+            busy = [str(e["id"]) for e in execs
+                    if str(e["id"]) in on_worker0 and e.get("activeTasks", 0) > 0]
+            if busy:
+                cluster.kill_worker(cluster_cfg.run_dir, 0)
+                killed_executors = busy
+        assert killed_executors, "no task ran on worker 0 before the job ended"
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        output = log.read()
+        if not killed_executors or "worker-0" not in cluster._running(Path(cluster_cfg.run_dir)):
+            cluster.start_worker(cluster_cfg, 0)     # leave 2 workers for the next test
+    assert rc == 0, output[-6000:]
+    assert "make-corpus" in summaries(output)
+
+    local_cfg, _ = run_local(code_zip, tmp_path / "local", ["make-corpus"], rows)
+    out_local = Path(local_cfg.run.output_dir)
+    names = sorted(p.name for p in (out_local / "corpus").glob("part-*"))
+    assert names and names == sorted(p.name for p in (out_cluster / "corpus").glob("part-*"))
+    for name in names:
+        assert (out_cluster / "corpus" / name).read_bytes() == (out_local / "corpus" / name).read_bytes(), name
+
+
+# --------------------------------------------------------------------------- 3. Horovod rank lost
+@pytest.mark.slow
+def test_worker_killed_during_horovod_training(standalone, code_zip, tmp_path):
+    """Kill worker 1 once rank 0 has written a checkpoint: the stage fails (does not hang) with a
+    clear message; the rerun resumes from the checkpoint (initial_epoch = completed epochs) and
+    finishes."""
+    from starscale import cluster
+    cluster_cfg, url = standalone
+    out = tmp_path / "out"
+    sets = [*PIPELINE, f"run.output_dir={out}", "lstm.epochs=4", "train.stall_timeout_s=60",
+            "train.start_timeout_s=120"]
+    rc, output = submit(cluster_cfg, url, code_zip, tmp_path, DATA_STAGES, sets)
+    assert rc == 0, output[-6000:]
+
+    from starscale.config import load_config
+    tag = load_config(None, [*PIPELINE]).sample_tag()
+    state = out / "checkpoints" / "lstm" / tag / "state.json"
+    # Test hook read by the driver and handed to every rank: a pause after each epoch's
+    # checkpoint, so the kill lands between checkpoints of a run that is still training.
+    hooks = {"STARSCALE_TRAIN_HOOKS": json.dumps({"epoch_sleep_s": 4})}
+    proc, log = submit(cluster_cfg, url, code_zip, tmp_path, ["train-lstm"], sets,
+                       extra_env=hooks, wait=False)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None and not state.exists():
+            time.sleep(0.5)
+        assert state.exists(), "no checkpoint before the job ended"
+        cluster.kill_worker(cluster_cfg.run_dir, 1)
+        killed_at = time.time()
+        rc = proc.wait(timeout=600)
+        failed_after = time.time() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        output = log.read()
+        if "worker-1" not in cluster._running(Path(cluster_cfg.run_dir)):
+            cluster.start_worker(cluster_cfg, 1)
+    print(f"train-lstm failed {failed_after:.0f}s after the kill")
+    assert rc != 0, output[-4000:]
+    assert "train-lstm: training failed" in output, output[-4000:]
+    completed = json.loads(state.read_text())["completed_epochs"]
+    assert 1 <= completed < 4
+
+    rc, output = submit(cluster_cfg, url, code_zip, tmp_path, ["train-lstm"], sets)
+    assert rc == 0, output[-6000:]
+    summary = summaries(output)["train-lstm"]
+    assert summary["initial_epoch"] == completed and summary["epochs_completed"] == 4, summary
+
+
+# --------------------------------------------------------------------------- quick checks (no JVM)
+def test_standalone_overlay_loads_and_stays_on_loopback():
+    from starscale.config import load_config
+    cfg = load_config([str(REPO / "conf" / "standalone.yaml")])
+    assert cfg.spark.master is None and cfg.spark.python == ".venv/bin/python"
+    assert cfg.spark.conf["spark.driver.host"] == cfg.spark.conf["spark.driver.bindAddress"] == "127.0.0.1"
+    assert cfg.spark.conf["spark.executorEnv.STARSCALE_HOROVOD_BIND"] == "127.0.0.1"
+    assert (cfg.train.launcher, cfg.train.workers, cfg.encode.shards) == ("spark", 2, 2)
+    assert cfg.train.nics == ["lo"] and cfg.train.bind_host == "127.0.0.1"
+
+
+def test_executor_python_paths(tmp_path, monkeypatch):
+    from starscale.spark import executor_python
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert executor_python(".venv/bin/python") == f"{tmp_path}/.venv/bin/python"
+    assert executor_python("./env/bin/python") == "./env/bin/python"   # inside --archives env
+    assert executor_python("/opt/py/bin/python") == "/opt/py/bin/python"
+    assert executor_python(None) is None
+
+
+def test_pin_horovod_services_binds_only_that_address():
+    import horovod.runner.common.util.network as common_network
+    import horovod.runner.http.http_server as http_server
+    import horovod.runner.util.network as util_network
+    from horovod.runner.common.util import secret
+    from starscale import loopback
+    saved = [(m, m.find_port) for m in (util_network, common_network, http_server)]
+    try:
+        loopback.pin_horovod_services("iface:lo")
+        assert loopback.pinned_host() == "127.0.0.1"
+        service = common_network.BasicService("probe", secret.make_secret_key(), nics={"lo"})
+        try:
+            assert service._server.socket.getsockname()[0] == "127.0.0.1"
+        finally:
+            service.shutdown()
+        rendezvous = http_server.RendezvousServer()
+        rendezvous.start()
+        try:
+            assert rendezvous._httpd.socket.getsockname()[0] == "127.0.0.1"
+        finally:
+            rendezvous.stop()
+    finally:
+        for module, original in saved:
+            module.find_port = original

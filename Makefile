@@ -66,21 +66,19 @@ doctor: setup
 test: setup
 	$(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
 
+# The experiment (every stage, sizes × samplers × models, then the report) in local mode:
+# conf/demo.yaml says what is shrunk to fit 20 minutes on 2 cores. DEMO_ARGS: more options,
+# e.g. DEMO_ARGS="--force sample" or DEMO_ARGS="--set tracking.enabled=false".
+# It prints one line per stage and cell, the results table, the verdict and, last, the
+# report's path (out/demo/report/index.html; DATA=real: out/demo-real/...).
+DEMO_ARGS ?=
 demo: setup
 ifeq ($(DATA),real)
 	@test -f $(REAL_DATA) || { echo "make demo DATA=real: $(REAL_DATA) not found (set REAL_DATA=path)"; exit 1; }
-	$(STARSCALE) ingest $(DEMO_CONF) --set 'ingest.inputs=[$(abspath $(REAL_DATA))]' --set run.output_dir=out/demo-real
-	$(STARSCALE) prepare $(DEMO_CONF) --set run.output_dir=out/demo-real
-	$(STARSCALE) sample $(DEMO_CONF) --set run.output_dir=out/demo-real
-	$(STARSCALE) encode $(DEMO_CONF) --set run.output_dir=out/demo-real
-	@echo "demo outputs: $(abspath out/demo-real)"
+	$(STARSCALE) experiment $(DEMO_CONF) --set 'ingest.inputs=[$(abspath $(REAL_DATA))]' \
+		--set run.output_dir=out/demo-real $(DEMO_ARGS)
 else
-	$(STARSCALE) make-corpus $(DEMO_CONF)
-	$(STARSCALE) ingest $(DEMO_CONF)
-	$(STARSCALE) prepare $(DEMO_CONF)
-	$(STARSCALE) sample $(DEMO_CONF)
-	$(STARSCALE) encode $(DEMO_CONF)
-	@echo "demo outputs: $(abspath out/demo)"
+	$(STARSCALE) experiment $(DEMO_CONF) $(DEMO_ARGS)
 endif
 
 # The experiment through spark-submit on a cluster. SPARK_MASTER empty: spark-submit's default
@@ -88,8 +86,9 @@ endif
 SPARK_MASTER ?=
 CONF ?= conf/cluster.yaml
 ARGS ?=
+# The driver runs the venv's Python (pip pyspark's spark-submit finds SPARK_HOME through it).
 full-data-train: setup package
-	$(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
+	PYSPARK_DRIVER_PYTHON=$(BIN)/python $(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
 		--py-files dist/starscale.zip jobs/experiment.py --conf $(CONF) $(ARGS)
 
 package: setup
@@ -108,6 +107,15 @@ clean:
 GPU_SMOKE_ARGS ?=
 gpu-smoke: setup
 	$(BIN)/python bench/gpu_smoke.py $(GPU_SMOKE_ARGS)
+
+# The benchmarks (docs/benchmarks.md): every bench/ script in turn, each printing a table and
+# writing docs/bench/<name>.json. make bench BENCH_ARGS=--quick: tiny inputs (out/bench/quick/).
+BENCH_ARGS ?=
+BENCH_SCRIPTS := ingest_clean_split resample input_pipeline lstm_throughput trainer_memory lr demo_stages gpu
+.PHONY: bench
+bench: setup
+	set -e; for b in $(BENCH_SCRIPTS); do echo "== bench/$$b.py $(BENCH_ARGS)"; \
+		$(BIN)/python bench/$$b.py $(BENCH_ARGS); done
 
 # A Spark standalone cluster on 127.0.0.1 (master + cluster.workers workers), for cluster mode.
 CLUSTER_CONF ?=

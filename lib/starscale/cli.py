@@ -6,6 +6,7 @@ Config is loaded and validated before a SparkSession exists, so a bad key fails 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -42,8 +43,10 @@ def _parser(stage: str | None = None) -> argparse.ArgumentParser:
                         help="YAML overlay on conf/base.yaml; repeatable, later wins")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override one key, e.g. --set corpus.rows=1000; repeatable")
-    parser.add_argument("--force", action="store_true",
-                        help="recompute even when the published output's manifest matches")
+    parser.add_argument("--force", nargs="?", const=True, default=False, metavar="STAGE",
+                        help="recompute even when the published output's manifest matches; "
+                             "`experiment --force STAGE` recomputes STAGE for every cell (and "
+                             "what depends on it), bare --force every stage")
     return parser
 
 
@@ -52,7 +55,10 @@ def run_stage(stage: str, cfg: Config, force: bool = False, spark=None) -> dict:
     module = importlib.import_module(f"starscale.stages.{STAGES[stage][0]}")
     if spark is None:
         from starscale.spark import build_session
-        spark = build_session(cfg.spark, stage)
+        # A stage may ask for session settings (the experiment: console progress); config wins.
+        defaults = getattr(module, "SPARK_CONF_DEFAULTS", {})
+        spark_cfg = dataclasses.replace(cfg.spark, conf={**defaults, **cfg.spark.conf})
+        spark = build_session(spark_cfg, stage)
     started = time.time()
     summary = module.run(spark, cfg, force=force)
     summary = {"stage": stage, "wall_seconds": round(time.time() - started, 2), **summary}
@@ -67,9 +73,23 @@ def job_main(stage: str, argv: list[str] | None = None) -> dict:
     except ValueError as exc:
         print(f"starscale {stage}: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    summary = run_stage(stage, cfg, force=args.force)
-    print(json.dumps(_brief(summary), indent=2, default=str))
+    summary = run_stage(stage, cfg, force=force_value(stage, args.force))
+    if stage != "experiment":            # the experiment prints its own table and report path
+        print(json.dumps(_brief(summary), indent=2, default=str))
     return summary
+
+
+def force_value(stage: str, force: bool | str) -> bool | str:
+    """--force [STAGE]: bare or naming the command's own stage → True; another stage name only
+    for the experiment (which recomputes that stage and what depends on it)."""
+    if isinstance(force, bool) or force == stage:
+        return bool(force)
+    if stage == "experiment":
+        from starscale.experiment import forced_stages
+        forced_stages(force)             # ValueError for a name that is no stage of it
+        return force
+    raise ValueError(f"--force {force}: `{stage}` can only force itself (bare --force); "
+                     f"use `experiment --force {force}` to recompute {force} and its dependents")
 
 
 def _brief(summary: dict) -> dict:

@@ -196,6 +196,8 @@ class TrainConfig:
     start_timeout_s: int = _f(**rng(1))
     stall_timeout_s: int = _f(**rng(1))   # no step progress for this long → fail
     use_gpu: bool = _f()
+    nics: list[str] = _f()                # horovod.spark.run nics (e.g. [lo]); []: Horovod picks
+    bind_host: str | None = _f()          # Horovod services listen here only (starscale.loopback); null: all
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,44 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class LRFeaturesConfig:
+    """One TF-IDF feature setting of the LR grid (→ encode.tfidf_features / tfidf_hashed)."""
+    features: int = _f(**rng(1))
+    hashed: bool = _f()
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The grid of the experiment job: sizes × samplers × models (× LR engines × LR features)."""
+    sizes: list[int | Literal["full"]] | None  # ladder sizes to train on; null: ladder.sizes
+    samplers: list[Literal["none", "random_under", "random_over", "class_weight", "adasyn"]]
+    models: list[Literal["lr", "lstm"]]
+    lr_engines: list[Literal["mllib", "sklearn"]]
+    lr_features: list[LRFeaturesConfig]     # the LSTM uses the first setting's encode output
+
+    def validate(self, path: str) -> None:
+        for name in ("samplers", "models", "lr_engines", "lr_features"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{path}.{name}: need at least one entry")
+            if len(set(map(str, values))) != len(values):
+                raise ValueError(f"{path}.{name}: repeated entry in {values}")
+        if self.sizes is not None:
+            if not self.sizes:
+                raise ValueError(f"{path}.sizes: need at least one size, or null for ladder.sizes")
+            if len(set(map(str, self.sizes))) != len(self.sizes):
+                raise ValueError(f"{path}.sizes: repeated size in {self.sizes}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking of every trained run (logged by the experiment job, never by a rank)."""
+    enabled: bool
+    mlflow_uri: str | None                # null: file:<run.output_dir>/mlruns (local output only)
+    experiment_name: str | None           # null: run.name
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A Spark standalone cluster on this host (make cluster-up), for tests of cluster mode."""
     run_dir: str                          # logs, pid files, work dirs
@@ -262,6 +302,8 @@ class Config:
     evaluate: EvaluateConfig
     predict: PredictConfig
     report: ReportConfig
+    experiment: ExperimentConfig
+    tracking: TrackingConfig
 
     def sample_tag(self) -> str:
         """Folder name of one (ladder size, sampler) cell: e.g. '50000_random_under'."""

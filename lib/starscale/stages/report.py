@@ -23,7 +23,9 @@ import pyarrow.fs as pafs
 from starscale import report, results, storage
 from starscale.config import Config
 
-SKIP_FOLDERS = ("report", "results")
+# experiment/ is rewritten by every experiment run (it records which stages skipped): reading it
+# would make the report rerun every time. mlruns/ is the MLflow store, not a stage.
+SKIP_FOLDERS = ("report", "results", "experiment", "mlruns")
 MAX_DEPTH = 3          # models/<family>/<tag> is the deepest published folder
 
 

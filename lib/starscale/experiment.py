@@ -1,0 +1,199 @@
+"""The experiment's grid and plan: which stage runs for which cell, with which derived config.
+
+Pure helpers (no Spark, no paths read): ``grid_sizes`` resolves ``experiment.sizes`` against the
+ladder, ``cell_config`` derives one cell's frozen Config with ``dataclasses.replace``, ``plan``
+lists every step in run order, ``forced_stages`` reads ``--force [STAGE]``, and the rest turn
+manifests and results rows into progress lines, the summary table and MLflow params/metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from starscale.config import Config, LRFeaturesConfig
+
+# Stages in dependency order; a forced stage reruns, and everything after it reruns because
+# its input fingerprints change.
+STAGE_ORDER = ("make-corpus", "ingest", "prepare", "sample", "encode", "train-lr", "train-lstm",
+               "report")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage run of the experiment: the stage, the cell it belongs to, its derived config."""
+    stage: str
+    cell: str            # '' for stages outside the grid (ingest, prepare, report)
+    cfg: Config
+
+
+def grid_sizes(wanted: list | None, ladder_sizes: list) -> list:
+    """experiment.sizes (None: every ladder size) in ladder order; ValueError for a size the
+    ladder does not have (prepare computes quotas for ladder.sizes only)."""
+    if wanted is None:
+        return list(ladder_sizes)
+    missing = [s for s in wanted if s not in ladder_sizes]
+    if missing:
+        raise ValueError(f"experiment.sizes: {missing} not in ladder.sizes {ladder_sizes} "
+                         f"(add them to ladder.sizes; that reruns prepare)")
+    return [s for s in ladder_sizes if s in wanted]
+
+
+def cell_config(cfg: Config, size: int | str, sampler: str,
+                features: LRFeaturesConfig | None = None, engine: str | None = None) -> Config:
+    """cfg with sample.size/method (and encode's TF-IDF setting, lr.engine) set for one cell."""
+    sample = dataclasses.replace(cfg.sample, size=size, method=sampler)
+    out = dataclasses.replace(cfg, sample=sample)
+    if features is not None:
+        out = dataclasses.replace(out, encode=dataclasses.replace(
+            out.encode, tfidf_features=features.features, tfidf_hashed=features.hashed))
+    if engine is not None:
+        out = dataclasses.replace(out, lr=dataclasses.replace(out.lr, engine=engine))
+    return out
+
+
+def plan(cfg: Config) -> list[Step]:
+    """Every step of the experiment in run order.
+
+    make-corpus (only when ingest.inputs is empty) → ingest → prepare → per size (ladder
+    order) per sampler: sample → per LR feature setting: encode → LR per engine → the LSTM on
+    the first setting's encode → report. Cell labels are the folders the steps publish under.
+    """
+    exp = cfg.experiment
+    steps: list[Step] = []
+    if not cfg.ingest.inputs:
+        steps.append(Step("make-corpus", "", cfg))
+    steps += [Step("ingest", "", cfg), Step("prepare", "", cfg)]
+    for size in grid_sizes(exp.sizes, cfg.ladder.sizes):
+        for sampler in exp.samplers:
+            cell = cell_config(cfg, size, sampler, exp.lr_features[0])
+            steps.append(Step("sample", cell.sample_tag(), cell))
+            for features in exp.lr_features:
+                encoded = cell_config(cfg, size, sampler, features)
+                steps.append(Step("encode", encoded.encode_tag(), encoded))
+                if "lr" in exp.models:
+                    for engine in exp.lr_engines:
+                        lr_cell = cell_config(cfg, size, sampler, features, engine)
+                        steps.append(Step("train-lr", f"lr_{engine}/{lr_cell.encode_tag()}",
+                                          lr_cell))
+            if "lstm" in exp.models:
+                steps.append(Step("train-lstm", f"lstm/{cell.sample_tag()}", cell))
+    steps.append(Step("report", "", cfg))
+    return steps
+
+
+def forced_stages(force: bool | str) -> set[str]:
+    """--force for the experiment: False → none, True (bare --force) → every stage, a stage
+    name → that stage (its dependents rerun through their input fingerprints)."""
+    if force is True:
+        return set(STAGE_ORDER)
+    if not force:
+        return set()
+    if force not in STAGE_ORDER:
+        raise ValueError(f"--force {force!r}: not a stage of the experiment; one of "
+                         f"{', '.join(STAGE_ORDER)}")
+    return {force}
+
+
+def stage_rows(stage: str, manifest: Mapping[str, Any] | None) -> int | None:
+    """The row count a progress line shows for a stage's manifest (None when unknown)."""
+    if not manifest:
+        return None
+
+    def total(value):
+        if isinstance(value, Mapping):
+            return sum(int(v) for v in value.values() if isinstance(v, (int, float)))
+        return int(value) if isinstance(value, (int, float)) else None
+
+    if stage == "make-corpus":
+        return total(manifest.get("rows"))
+    if stage == "ingest":
+        return total((manifest.get("counts") or {}).get("reviews"))
+    if stage == "prepare":
+        return total(manifest.get("rows_out"))
+    if stage == "sample":
+        return total(manifest.get("rows_after"))
+    if stage == "encode":
+        return total((manifest.get("features_rows") or {}).get("train"))
+    if stage in ("train-lr", "train-lstm"):
+        return total(manifest.get("train_rows"))
+    if stage == "report":
+        return total(manifest.get("runs"))
+    return None
+
+
+def progress_line(stage: str, cell: str, rows: int | None, seconds: float, status: str) -> str:
+    """'[experiment] sample 50000_random_under: 35,012 rows, 12.3 s (ran)'."""
+    where = f"{stage} {cell}" if cell else stage
+    count = f"{rows:,} rows" if rows is not None else "- rows"
+    return f"[experiment] {where}: {count}, {seconds:.1f} s ({status})"
+
+
+def _num(value: Any) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def summary_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Plain-text table of runs: model, size, sampler, score, accuracy, macro F1 (one per row)."""
+    header = ("model", "size", "sampler", "score", "accuracy", "macro_f1")
+    body = [(str(r.get("series") or r.get("model")), str(r.get("sample_size")),
+             str(r.get("sample_method")), _num(r.get("score")), _num(r.get("accuracy")),
+             _num(r.get("macro_f1"))) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, body)])
+
+
+def run_label(row: Mapping[str, Any]) -> str:
+    """Model name for the summary: 'lstm' or 'lr_mllib top4000' / 'lr_mllib hash1048576'."""
+    if row.get("model") != "lr":
+        return str(row.get("model"))
+    kind = "hash" if _truthy(row.get("encode.tfidf_hashed")) else "top"
+    features = row.get("encode.tfidf_features")
+    suffix = f" {kind}{int(float(features))}" if _present(features) else ""
+    return f"lr_{row.get('engine')}{suffix}"
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("true", "1", "yes")
+
+
+# --------------------------------------------------------------------------- MLflow
+METRIC_PREFIXES = ("score", "accuracy", "macro_f1", "precision_", "recall_", "f1_", "support_")
+EFFORT_KEYS = ("train_rows", "rows_seen", "iterations", "epochs_run", "fit_seconds",
+               "predict_seconds", "eval_seconds", "stage_seconds", "samples_per_s", "n_test")
+IDENTITY_KEYS = ("model", "engine", "tag", "sample_size", "sample_method", "stage")
+MAX_PARAM_CHARS = 500      # MLflow limits a param value's length; long JSON is cut
+
+
+def mlflow_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric metric and effort columns of a results row (nulls dropped)."""
+    out = {}
+    for key, value in row.items():
+        if not (key.startswith(METRIC_PREFIXES) or key in EFFORT_KEYS):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def mlflow_params(row: Mapping[str, Any]) -> dict[str, str]:
+    """Identity and hyperparameter columns (dotted 'section.key' names) of a results row."""
+    out = {}
+    for key, value in row.items():
+        if key in IDENTITY_KEYS or ("." in key and _present(value)):
+            if _present(value):
+                out[key] = str(value)[:MAX_PARAM_CHARS]
+    return out

@@ -1,0 +1,306 @@
+"""The experiment job on a tiny synthetic corpus: report = results, stage reuse when the grid
+grows, resume after SIGKILL, --force STAGE, MLflow logging, and the pure grid helpers."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from starscale import experiment, results
+from starscale.cli import force_value
+from starscale.stages import experiment as experiment_stage
+from tests.conftest import REPO, make_config
+from tests.test_report import PNG_MAGIC, _html_tables, _md_tables
+
+# ~3,500 reviews: train ≈ 2,800 rows, so the ladder sizes below are real subsets.
+TINY = [
+    "corpus.rows=3500", "corpus.partitions=2", "corpus.part_files=1",
+    "ladder.sizes=[600, 1200, 2400]",
+    "experiment.sizes=[600, 1200]", "experiment.samplers=[none, random_under]",
+    "experiment.models=[lr, lstm]", "experiment.lr_engines=[mllib]",
+    "experiment.lr_features=[{features: 300, hashed: false}]",
+    "encode.vocab_size=2000", "encode.max_len=30", "encode.shards=1",
+    "lr.max_iter=30", "evaluate.bootstrap=50", "report.bootstrap=100",
+    "lstm.embedding_dim=8", "lstm.units=8", "lstm.epochs=1", "lstm.batch_size=64",
+    "lstm.shuffle_buffer=256", "lstm.early_stopping_patience=0",
+    "train.launcher=local", "train.workers=1", "train.warmup_epochs=0",
+    "spark.conf.spark.sql.shuffle.partitions=4",
+]
+CELLS = {"600_none", "600_random_under", "1200_none", "1200_random_under"}
+
+
+def _steps(summary: dict) -> dict[tuple[str, str], str]:
+    return {(s["stage"], s["cell"]): s["status"] for s in summary["steps"]}
+
+
+def _manifest(cfg) -> dict:
+    with open(os.path.join(cfg.run.output_dir, "experiment", "_MANIFEST.json")) as fh:
+        return json.load(fh)
+
+
+def _cell_of(step_cell: str) -> str:
+    """'lr_mllib/600_none_top300' / 'lstm/600_none' / '600_none_top300' → '600_none'."""
+    m = re.search(r"(\d+|full)_(none|random_under|random_over|class_weight|adasyn)", step_cell)
+    return m.group(0) if m else ""
+
+
+@pytest.fixture(scope="module")
+def grown(spark, tmp_path_factory):
+    """One output folder: the 2 × 2 grid, then the same grid with a third size."""
+    root = tmp_path_factory.mktemp("experiment")
+    cfg = make_config(root, *TINY)
+    first = experiment_stage.run(spark, cfg)
+    first["manifest"] = _manifest(cfg)        # before the second run replaces it
+    bigger = make_config(root, *TINY, "experiment.sizes=[600, 1200, 2400]")
+    second = experiment_stage.run(spark, bigger)
+    return cfg, first, bigger, second
+
+
+def test_experiment_report_equals_results(grown):
+    cfg, first, _, _ = grown
+    steps = _steps(first)
+    assert all(status == "ran" for status in steps.values()), steps
+    assert {_cell_of(c) for (stage, c) in steps if stage == "sample"} == CELLS
+    assert sum(stage == "train-lr" for stage, _ in steps) == 4
+    assert sum(stage == "train-lstm" for stage, _ in steps) == 4
+
+    # the experiment's manifest is what run() returned
+    manifest = first["manifest"]
+    assert _steps(manifest) == steps and manifest["counts"]["ran"] == len(steps)
+
+    # the report's results table is the results table of this run (the first one)
+    out = os.path.join(cfg.run.output_dir, "report")
+    first_runs = {r["run_id"] for r in first["runs"]}
+    assert len(first_runs) == 8
+    table = results.read_results(cfg.stage_dir("results"))
+    # rows written by the first run: those the first summary lists (the second adds size 2400)
+    first_rows = table[table["run_id"].isin(first_runs)]
+    assert len(first_rows) == 8
+    # The report was rebuilt by the second run: its tables hold all 12 rows; check every
+    # row of the table against the parquet, column by column.
+    html_text = open(os.path.join(out, "index.html")).read()
+    md_text = open(os.path.join(out, "report.md")).read()
+    html_tables, md_tables = _html_tables(html_text), _md_tables(md_text)
+    for tables in (html_tables, md_tables):
+        parsed = {r["run_id"]: r for r in tables["results"]}
+        assert set(parsed) == set(table["run_id"])
+        for row in table.to_dict("records"):
+            got = parsed[row["run_id"]]
+            for col in ("model", "sample_method"):
+                assert got[col] == str(row[col])
+            assert got["sample_size"] == str(row["sample_size"])
+            for col in ("score", "accuracy", "macro_f1"):
+                assert float(got[col]) == pytest.approx(row[col], abs=5e-5), (row["run_id"], col)
+    # every plot is a non-empty PNG
+    pngs = [f for f in os.listdir(out) if f.endswith(".png")]
+    assert {"learning_curves.png", "sampling.png"} <= set(pngs)
+    for name in pngs:
+        data = open(os.path.join(out, name), "rb").read()
+        assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
+
+    # the verdict sentence matches the numbers of the verdict table
+    verdict_rows = {r["metric"]: r for r in html_tables["verdict"]}
+    (sentence,) = _manifest(cfg)["verdict"]      # the second run's report
+    m = re.fullmatch(r"the LSTM (beats|does not beat|ties) the LR \(.*\) at ([\d,]+) rows: "
+                     r"([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]", sentence)
+    assert m, sentence
+    score = verdict_rows["score"]
+    # the largest size with both models: 2400 after the second run rebuilt the report
+    assert int(m.group(2).replace(",", "")) == int(score["rows"]) == 2400
+    assert float(m.group(3)) == pytest.approx(float(score["diff"]), abs=5e-4)
+    lo, hi = float(m.group(4)), float(m.group(5))
+    assert lo <= float(m.group(3)) <= hi
+    # the verdict's pair is the best LSTM and best LR at that size, by the results table
+    at = table[table["sample_size"].astype(str) == "2400"]
+    assert score["lstm_run"] == at[at["model"] == "lstm"].sort_values("score").iloc[-1]["run_id"]
+    assert score["lr_run"] == at[at["model"] == "lr"].sort_values("score").iloc[-1]["run_id"]
+    lstm_score = at.set_index("run_id").loc[score["lstm_run"], "score"]
+    lr_score = at.set_index("run_id").loc[score["lr_run"], "score"]
+    assert float(score["diff"]) == pytest.approx(lstm_score - lr_score, abs=5e-4)
+    expected_word = "beats" if lo > 0 else "does not beat" if hi < 0 else "ties"
+    assert m.group(1) == expected_word
+    assert sentence in html_text and sentence in md_text
+
+
+def test_adding_a_size_runs_only_that_size(grown):
+    _, _, bigger, second = grown
+    steps = _steps(second)
+    for (stage, cell), status in steps.items():
+        if stage == "report":
+            assert status == "ran"
+        elif _cell_of(cell).startswith("2400_"):
+            assert status == "ran", (stage, cell)
+        else:
+            assert status == "skipped", (stage, cell)
+    assert sum(_cell_of(c).startswith("2400_") for _, c in steps) == 2 * 4   # sample, encode, lr, lstm
+    # results: one row per trained model, none appended twice by a skipped stage
+    table = results.read_results(bigger.stage_dir("results"))
+    assert len(table) == 12 and table["run_id"].is_unique
+    assert _manifest(bigger)["counts"]["skipped"] == len(steps) - 8 - 1
+
+
+def test_mlflow_logged_each_trained_run_once(grown):
+    from mlflow.tracking import MlflowClient
+    _, _, bigger, second = grown
+    uri = "file:" + os.path.join(bigger.run.output_dir, "mlruns")
+    assert second["tracking"]["mlflow_uri"] == uri
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(bigger.run.name)
+    runs = client.search_runs([exp.experiment_id])
+    table = results.read_results(bigger.stage_dir("results"))
+    by_id = {r.data.tags["starscale.run_id"]: r for r in runs}
+    assert len(runs) == 12 and set(by_id) == set(table["run_id"])
+    row = table.iloc[0]
+    logged = by_id[row["run_id"]]
+    assert logged.data.metrics["score"] == pytest.approx(row["score"])
+    assert logged.data.params["sample_method"] == row["sample_method"]
+    names = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert "model" in names
+    # the runs trained by the second experiment also carry the report
+    new_ids = second["tracking"]["logged"].values()
+    assert len(new_ids) == 4          # 2 samplers × (LR, LSTM) at size 2400
+    for mlflow_id in new_ids:
+        assert any(a.path == "report/index.html"
+                   for a in client.list_artifacts(mlflow_id, "report"))
+
+
+def test_rerun_of_the_same_grid_skips_everything(spark, grown):
+    _, _, bigger, _ = grown
+    again = experiment_stage.run(spark, bigger)
+    assert set(_steps(again).values()) == {"skipped"}
+    assert again["counts"] == {"ran": 0, "skipped": len(again["steps"])}
+    assert len(results.read_results(bigger.stage_dir("results"))) == 12
+
+
+def test_force_sample_recomputes_sample_and_dependents(spark, grown):
+    cfg, *_ = grown
+    one = make_config(Path(cfg.run.output_dir).parent, *TINY, "experiment.sizes=[600]",
+                      "experiment.samplers=[none]")
+    before = len(results.read_results(one.stage_dir("results")))
+    summary = experiment_stage.run(spark, one, force=force_value("experiment", "sample"))
+    steps = _steps(summary)
+    assert steps == {("make-corpus", ""): "skipped", ("ingest", ""): "skipped",
+                     ("prepare", ""): "skipped", ("sample", "600_none"): "ran",
+                     ("encode", "600_none_top300"): "ran",
+                     ("train-lr", "lr_mllib/600_none_top300"): "ran",
+                     ("train-lstm", "lstm/600_none"): "ran", ("report", ""): "ran"}
+    assert len(results.read_results(one.stage_dir("results"))) == before + 2
+
+
+def test_killed_experiment_resumes(spark, tmp_path):
+    overrides = [*TINY, "experiment.sizes=[600]", "tracking.enabled=false",
+                 f"run.output_dir={tmp_path / 'out'}"]
+    cmd = [sys.executable, "-m", "starscale", "experiment", "--conf", str(REPO / "conf" / "local.yaml"),
+           *[a for o in overrides for a in ("--set", o)], "--set",
+           "spark.conf.spark.ui.showConsoleProgress='false'"]
+    results_file = tmp_path / "out" / "results" / results.RESULTS_PARQUET
+    log = open(tmp_path / "experiment.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 600
+        # the first train-lr has published its model and appended its results row
+        while not results_file.exists():
+            assert proc.poll() is None, open(tmp_path / "experiment.log").read()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    out = tmp_path / "out"
+    done = {str(p.parent) for p in out.rglob("_MANIFEST.json") if "._" not in str(p)}
+    assert done, "nothing was published before the kill"
+    cfg = make_config(tmp_path, *overrides)
+    summary = experiment_stage.run(spark, cfg)
+    by_output = {s["output"]: s for s in summary["steps"]}
+    finished = [o for o in by_output if o in done]
+    assert any(by_output[o]["stage"] == "train-lr" for o in finished)
+    for output in finished:
+        assert by_output[output]["status"] == "skipped", by_output[output]
+    for output, step in by_output.items():
+        if output not in done:
+            assert step["status"] == "ran", step
+    table = results.read_results(cfg.stage_dir("results"))
+    assert len(table) == 4 and table["run_id"].is_unique      # 2 samplers × (LR, LSTM)
+
+
+# --------------------------------------------------------------------------- pure helpers
+def test_plan_and_derived_configs(config_factory):
+    cfg = config_factory("ladder.sizes=[100, 200, full]", "experiment.sizes=[full, 100]",
+                         "experiment.samplers=[none]", "experiment.lr_engines=[mllib, sklearn]")
+    steps = experiment.plan(cfg)
+    assert [(s.stage, s.cell) for s in steps] == [
+        ("make-corpus", ""), ("ingest", ""), ("prepare", ""),
+        ("sample", "100_none"),
+        ("encode", "100_none_top4000"),
+        ("train-lr", "lr_mllib/100_none_top4000"), ("train-lr", "lr_sklearn/100_none_top4000"),
+        ("encode", "100_none_hash1048576"),
+        ("train-lr", "lr_mllib/100_none_hash1048576"), ("train-lr", "lr_sklearn/100_none_hash1048576"),
+        ("train-lstm", "lstm/100_none"),
+        ("sample", "full_none"),
+        ("encode", "full_none_top4000"),
+        ("train-lr", "lr_mllib/full_none_top4000"), ("train-lr", "lr_sklearn/full_none_top4000"),
+        ("encode", "full_none_hash1048576"),
+        ("train-lr", "lr_mllib/full_none_hash1048576"), ("train-lr", "lr_sklearn/full_none_hash1048576"),
+        ("train-lstm", "lstm/full_none"),
+        ("report", "")]
+    lstm = steps[10].cfg
+    assert (lstm.sample.size, lstm.encode.tfidf_features, lstm.encode.tfidf_hashed) == (100, 4000, False)
+    assert cfg.sample.size == "full" and cfg.encode.tfidf_features == 4000   # base untouched
+    assert steps[8].cfg.lr.engine == "mllib" and steps[9].cfg.lr.engine == "sklearn"
+    with_inputs = config_factory("ingest.inputs=[x.tsv]", "experiment.sizes=[full]")
+    assert [s.stage for s in experiment.plan(with_inputs)][:2] == ["ingest", "prepare"]
+    with pytest.raises(ValueError, match="experiment.sizes"):
+        experiment.plan(config_factory("experiment.sizes=[123]"))
+
+
+def test_config_and_force_values(config_factory):
+    cfg = config_factory()
+    assert cfg.experiment.sizes is None and cfg.experiment.models == ["lr", "lstm"]
+    assert [(f.features, f.hashed) for f in cfg.experiment.lr_features] == [(4000, False),
+                                                                            (1048576, True)]
+    assert (cfg.tracking.enabled, cfg.tracking.mlflow_uri) == (True, None)
+    for bad in ("experiment.models=[]", "experiment.samplers=[none, none]",
+                "experiment.models=[cnn]", "experiment.lr_features=[{features: 0, hashed: true}]"):
+        with pytest.raises(ValueError, match="experiment"):
+            config_factory(bad)
+    assert experiment.forced_stages(False) == set()
+    assert experiment.forced_stages(True) == set(experiment.STAGE_ORDER)
+    assert experiment.forced_stages("sample") == {"sample"}
+    assert force_value("sample", True) is True and force_value("sample", "sample") is True
+    assert force_value("experiment", "encode") == "encode"
+    with pytest.raises(ValueError, match="--force"):
+        force_value("sample", "encode")
+    with pytest.raises(ValueError, match="--force"):
+        force_value("experiment", "nonsense")
+
+
+def test_progress_line_and_summary_table():
+    assert experiment.progress_line("sample", "50000_random_under", 35012, 12.34, "ran") == \
+        "[experiment] sample 50000_random_under: 35,012 rows, 12.3 s (ran)"
+    assert experiment.progress_line("report", "", None, 0.04, "skipped") == \
+        "[experiment] report: - rows, 0.0 s (skipped)"
+    text = experiment.summary_table([
+        {"series": "lstm", "sample_size": 600, "sample_method": "none", "score": 0.25,
+         "accuracy": 0.5, "macro_f1": float("nan")}])
+    assert text.splitlines() == [
+        "model  size  sampler  score   accuracy  macro_f1",
+        "-----  ----  -------  ------  --------  --------",
+        "lstm   600   none     0.2500  0.5000    -"]
+    row = {"model": "lr", "engine": "mllib", "encode.tfidf_features": 1048576,
+           "encode.tfidf_hashed": True, "score": 0.5, "recall_1": 0.2, "fit_seconds": 3,
+           "run_id": "x", "lr.C": 1.0, "stopped_early": True}
+    assert experiment.run_label(row) == "lr_mllib hash1048576"
+    assert experiment.mlflow_metrics(row) == {"score": 0.5, "recall_1": 0.2, "fit_seconds": 3.0}
+    assert experiment.mlflow_params(row) == {"model": "lr", "engine": "mllib", "lr.C": "1.0",
+                                             "encode.tfidf_features": "1048576",
+                                             "encode.tfidf_hashed": "True"}

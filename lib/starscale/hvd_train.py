@@ -548,7 +548,8 @@ def _train_rank(args: dict[str, Any]) -> dict[str, Any]:
         if start_epoch < epochs and not stopped_before:
             fit = model.fit(train_ds, steps_per_epoch=steps, epochs=epochs,
                             initial_epoch=start_epoch, validation_data=val_ds,
-                            callbacks=callbacks, verbose=0)
+                            # Horovod: Keras progress from rank 0 only (one line per epoch)
+                            callbacks=callbacks, verbose=2 if rank == 0 else 0)
             for key, vals in fit.history.items():
                 history.setdefault(key, []).extend(float(v) for v in vals)
             ran_epochs = len(fit.history.get("loss", []))

@@ -64,20 +64,26 @@ def run_chain(stages, output_dir: Path, extra: list[str]) -> list[dict]:
 
 def run_experiment(args, output_dir: Path, extra: list[str], started: dict) -> dict:
     """`make demo` = `python -m starscale experiment --conf conf/local.yaml --conf conf/demo.yaml`:
-    wall time per run and, from the last run's manifests, seconds per stage."""
+    wall time per run and, from each run's manifests, seconds per stage (summed over the
+    experiment's cells); medians over the runs."""
     cmd = [sys.executable, "-m", "starscale", "experiment", "--conf", "conf/local.yaml",
            "--conf", "conf/demo.yaml", "--set", f"run.output_dir={output_dir}", "--force"]
     for item in extra:
         cmd += ["--set", item]
-    walls = []
-    for _ in range(args.repeats):
+    walls, per_run = [], []
+    for i in range(args.repeats):
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
         walls.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             raise RuntimeError(f"experiment failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    by_stage = manifest_seconds_by_stage(output_dir)
-    results = [{"stage": k, "seconds": v} for k, v in by_stage.items()]
+        per_run.append(manifest_seconds_by_stage(output_dir))     # --force: this run's stages
+        print(f"  experiment run {i + 1}: {walls[-1]:.1f} s", flush=True)
+    results = []
+    for stage in per_run[-1]:
+        runs = [r[stage] for r in per_run if stage in r]
+        results.append({"stage": stage, "seconds": round(common.median(runs), 2),
+                        "runs": [round(v, 2) for v in runs]})
     results.append({"stage": "experiment (wall)", "seconds": round(common.median(walls), 2),
                     "runs": [round(w, 2) for w in walls]})
     common.print_table(results, ["stage", "seconds", "runs"],

@@ -222,6 +222,50 @@ def test_watchdog_turns_a_stall_into_a_failure():
     assert "train.stall_timeout_s=1" in dog.fired
 
 
+def test_failure_watch_aborts_only_after_a_recorded_failure_and_the_grace(tmp_path):
+    from starscale import hvd_train
+    from starscale.stages.train_lstm import FailureWatch
+
+    aborted = []
+    with FailureWatch(str(tmp_path), 0.5, lambda: aborted.append(1), "job cancelled",
+                      poll_s=0.05) as watch:
+        time.sleep(0.8)                      # no failure recorded: nothing happens
+        assert not aborted and watch.fired is None
+        hvd_train._write_failure(str(tmp_path), "rank 1: boom", 1)
+        for _ in range(200):
+            if aborted:
+                break
+            time.sleep(0.05)
+    assert aborted == [1]
+    assert "train.failure_grace_s" in watch.fired and "job cancelled" in watch.fired
+
+    aborted.clear()                          # the launcher returns within the grace: no abort
+    with FailureWatch(str(tmp_path), 30, lambda: aborted.append(1), "x", poll_s=0.05):
+        time.sleep(0.3)
+    assert not aborted
+
+
+# Horovod's Spark thread ends with "job cancelled" in the background: expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_failed_rank_that_never_exits_fails_the_stage_under_spark(spark, config_factory):
+    """Both ranks hit a NaN at the same step, record it, and then hang instead of exiting (test
+    hook standing in for the tf.data teardown deadlock once seen after a worker was killed):
+    the driver cancels the Spark job failure_grace_s after the failure and the stage fails with
+    the rank's reason instead of waiting forever."""
+    from starscale.stages import train_lstm
+
+    cfg = tiny_cfg(config_factory, "train.launcher=spark", "train.workers=2", "encode.shards=2",
+                   "lstm.epochs=2", "train.failure_grace_s=3")
+    write_encode(spark, cfg, [320, 320])
+    with pytest.raises(RuntimeError) as err:
+        train_lstm.run(spark, cfg, hooks={"nan_at_step": 4, "hang_on_failure": True})
+    message = str(err.value)
+    assert "train-lstm: training failed: " in message and "NaN loss" in message, message
+    assert "train.failure_grace_s" in message and "Spark job cancelled" in message, message
+    # The Spark context is usable afterwards (the cancelled job does not poison the session).
+    assert spark.range(10).count() == 10
+
+
 def test_pretrained_vectors_file_initialises_a_frozen_embedding(spark, config_factory, tmp_path):
     from starscale import lstm
     from starscale.stages import train_lstm

@@ -39,7 +39,7 @@ def test_package_zip_runs_under_spark_submit(tmp_path):
                            "--py-files", str(archive), str(probe)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))
     import json
     found = json.loads(line[len("PROBE "):])
     assert "starscale.zip" in found["driver"] and "starscale.zip" in found["executor"]

@@ -195,6 +195,7 @@ class TrainConfig:
     warmup_epochs: int = _f(**rng(0))
     start_timeout_s: int = _f(**rng(1))
     stall_timeout_s: int = _f(**rng(1))   # no step progress for this long → fail
+    failure_grace_s: int = _f(**rng(1))   # a rank failed: the rest get this long to exit, then the job is cancelled
     use_gpu: bool = _f()
     nics: list[str] = _f()                # horovod.spark.run nics (e.g. [lo]); []: Horovod picks
     bind_host: str | None = _f()          # Horovod services listen here only (starscale.loopback); null: all

@@ -146,7 +146,10 @@ def summary_table(rows: Iterable[Mapping[str, Any]]) -> str:
              _num(r.get("macro_f1"))) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, body)])
 
 

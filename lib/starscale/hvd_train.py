@@ -30,6 +30,7 @@ BEST_FILE = "best.weights.npz"
 FINAL_FILE = "final.keras"
 FAILURE_FILE = "_FAILURE.json"
 STALL_EXIT_CODE = 75
+FAILURE_EXIT_CODE = 1
 COLUMNS = ["review_id", "label", "weight", "ids"]
 
 
@@ -390,20 +391,38 @@ def train_rank(args: dict[str, Any]) -> dict[str, Any]:
     """
     try:
         return _train_rank(args)
-    except TrainingFailed:
-        raise
     except BaseException as exc:
-        # Horovod's launchers report only "a process failed": leave the reason for the driver.
-        try:
-            import horovod.tensorflow.keras as hvd
-            rank = hvd.rank() if hvd.is_initialized() else -1
-        except Exception:                    # noqa: BLE001
-            rank = -1
-        try:
-            _write_failure(args["ckpt_dir"], f"rank {rank}: {type(exc).__name__}: {exc}", rank)
-        except Exception:                    # noqa: BLE001
-            pass
+        if not isinstance(exc, TrainingFailed):
+            # Horovod's launchers report only "a process failed": leave the reason for the driver.
+            try:
+                import horovod.tensorflow.keras as hvd
+                rank = hvd.rank() if hvd.is_initialized() else -1
+            except Exception:                # noqa: BLE001
+                rank = -1
+            try:
+                _write_failure(args["ckpt_dir"], f"rank {rank}: {type(exc).__name__}: {exc}", rank)
+            except Exception:                # noqa: BLE001
+                pass
+        if args.get("hard_exit"):
+            _exit_now(args)
         raise
+
+
+def _exit_now(args: dict[str, Any]) -> None:
+    """A failed worker process exits here, without unwinding. Unwinding drops the last reference
+    to the tf.data iterator, whose destructor waits for its prefetch thread; that thread may be
+    inside the Python generator waiting for the GIL this thread holds: a deadlock, seen after a
+    peer rank's worker was killed (the rank never exited, so the launcher never returned)."""
+    import traceback
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if (args.get("hooks") or {}).get("hang_on_failure"):
+        # Test hook: stand in for that deadlock (a failed rank that never exits), so the
+        # driver's failure watch (train.failure_grace_s) can be tested.
+        while True:
+            time.sleep(3600)
+    os._exit(FAILURE_EXIT_CODE)
 
 
 def _train_rank(args: dict[str, Any]) -> dict[str, Any]:

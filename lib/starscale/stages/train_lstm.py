@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -129,10 +130,63 @@ def horovodrun_command(workers: int, start_timeout_s: int, args_path: str,
             sys.executable, "-m", "starscale.hvd_train", args_path]
 
 
-def _failure(ckpt_dir: str, exc: BaseException) -> RuntimeError:
+def _failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = None
+             ) -> RuntimeError:
     info = hvd_train.read_failure(ckpt_dir)
     reason = info["message"] if info else f"{type(exc).__name__}: {exc}"
+    if watch is not None and watch.fired:
+        reason += f" ({watch.fired})"
     return RuntimeError(f"{STAGE}: training failed: {reason}")
+
+
+class FailureWatch:
+    """Driver side: once a rank has recorded a failure (_FAILURE.json), the launcher gets
+    train.failure_grace_s to notice that every rank has ended; past that, `abort` (cancel the
+    Spark job, or kill horovodrun) so the stage fails instead of waiting forever on a rank that
+    cannot exit (a survivor stuck after its peer's machine died, a hung process). The ranks'
+    own stall watchdog covers a rank stuck *before* any failure is recorded."""
+
+    def __init__(self, ckpt_dir: str, grace_s: float, abort, what: str, poll_s: float = 1.0):
+        self.ckpt_dir, self.grace_s, self.abort, self.what = ckpt_dir, float(grace_s), abort, what
+        self.poll_s = poll_s
+        self.fired: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="starscale-failure-watch",
+                                        daemon=True)
+
+    def __enter__(self) -> "FailureWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.poll_s):
+            try:
+                failed = hvd_train.read_failure(self.ckpt_dir)
+            except Exception:                # noqa: BLE001 — storage hiccup: look again
+                continue
+            if failed:
+                break
+        else:
+            return
+        if self._done.wait(self.grace_s):
+            return
+        self.fired = (f"a rank failed and the others had not exited {self.grace_s:g}s later "
+                      f"(train.failure_grace_s): {self.what}")
+        print(f"{STAGE}: {self.fired}", file=sys.stderr, flush=True)
+        self.abort()
+
+
+def _cancel_spark_jobs() -> None:
+    """Cancel the running Spark jobs (Horovod's ranks are their tasks): Spark kills the tasks'
+    Python workers, which takes their task services and rank processes down with them."""
+    from pyspark import SparkContext
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.cancelAllJobs()
 
 
 def launch(cfg: Config, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,14 +204,18 @@ def launch(cfg: Config, args: dict[str, Any]) -> list[dict[str, Any]]:
             from starscale import loopback
             # Horovod: the driver service and Gloo rendezvous listen on this address only.
             loopback.pin_horovod_services(cfg.train.bind_host)
+        watch = FailureWatch(args["ckpt_dir"], cfg.train.failure_grace_s, _cancel_spark_jobs,
+                             "Spark job cancelled")
         try:
-            # Horovod: one Spark task per worker; the function gets plain values only.
-            return horovod.spark.run(hvd_train.train_rank, args=(args,), num_proc=cfg.train.workers,
-                                     start_timeout=cfg.train.start_timeout_s, use_gloo=True,
-                                     nics=set(cfg.train.nics) or None,
-                                     verbose=1, stdout=sys.stdout, stderr=sys.stderr)
+            with watch:
+                # Horovod: one Spark task per worker; the function gets plain values only.
+                return horovod.spark.run(hvd_train.train_rank, args=(args,),
+                                         num_proc=cfg.train.workers,
+                                         start_timeout=cfg.train.start_timeout_s, use_gloo=True,
+                                         nics=set(cfg.train.nics) or None,
+                                         verbose=1, stdout=sys.stdout, stderr=sys.stderr)
         except Exception as exc:             # noqa: BLE001 — re-raised with the rank's reason
-            raise _failure(args["ckpt_dir"], exc) from exc
+            raise _failure(args["ckpt_dir"], exc, watch) from exc
     # horovodrun from here: args as a JSON file beside the checkpoints (local disk).
     local = storage.local_path(args["ckpt_dir"])
     if local is None:
@@ -173,11 +231,24 @@ def launch(cfg: Config, args: dict[str, Any]) -> list[dict[str, Any]]:
     cmd = horovodrun_command(cfg.train.workers, cfg.train.start_timeout_s, args_path,
                              cfg.train.nics)
     print(f"{STAGE}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0 or not os.path.exists(result_path):
-        raise _failure(args["ckpt_dir"], RuntimeError(f"horovodrun exited with {proc.returncode}"))
+    proc = subprocess.Popen(cmd)
+    with FailureWatch(args["ckpt_dir"], cfg.train.failure_grace_s, lambda: _stop(proc),
+                      "horovodrun stopped") as watch:
+        returncode = proc.wait()
+    if returncode != 0 or not os.path.exists(result_path):
+        raise _failure(args["ckpt_dir"], RuntimeError(f"horovodrun exited with {returncode}"),
+                       watch)
     with open(result_path) as fh:
         return json.load(fh)
+
+
+def _stop(proc: subprocess.Popen, wait_s: float = 10.0) -> None:
+    """SIGTERM horovodrun (it terminates its ranks), SIGKILL if it is still there after wait_s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def predict_split(model, seq_dir: str, split: str, batch_size: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 
 def runtime_probe(max_len: int, embedding_dim: int, units: int, recurrent_dropout: float) -> int:
@@ -66,18 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
                              mixed_precision=args.mixed_precision, seed=args.seed)
     lstm.compile_model(model, lstm.make_optimizer(1e-3), mixed_precision=args.mixed_precision)
 
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 0:
-                self.after_first = time.perf_counter()
-
-    timer = Timer()
-    started = time.perf_counter()
-    history = model.fit(data, epochs=1, callbacks=[timer], verbose=0)
-    seconds = time.perf_counter() - started
-    steps = -(-args.rows // args.batch_size)
+    history, seconds, steady = lstm.timed_fit(model, data, epochs=1, verbose=0)
     steady_rows = args.rows - args.batch_size
-    steady = time.perf_counter() - timer.after_first if steps > 1 else None
     runtime = runtime_probe(args.max_len, args.embedding_dim, args.units, args.recurrent_dropout)
     report = {
         "device": "GPU" if gpus else "CPU", "gpus": [g.name for g in gpus],

@@ -174,21 +174,12 @@ def study_main(spec: dict) -> None:
                            spatial_dropout=0.2, seed=42)
     lstm.compile_model(net, lstm.make_optimizer(1e-3))
 
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 0:
-                self.after_first = time.perf_counter()
-
-    timer = Timer()
-    started = time.perf_counter()
-    net.fit(X[:n], Y[:n], batch_size=model["batch_size"], epochs=1, shuffle=True,
-            callbacks=[timer], verbose=0)
-    seconds = time.perf_counter() - started
-    steady = time.perf_counter() - timer.after_first
+    _, seconds, steady = lstm.timed_fit(net, X[:n], Y[:n], batch_size=model["batch_size"],
+                                        epochs=1, shuffle=True, verbose=0)
     print(json.dumps({"rows_loaded": int(len(y)), "load_seconds": load_seconds,
                       "train_seconds": seconds, "samples": n, "samples_per_s": n / seconds,
                       "samples_per_s_after_first_batch":
-                          (n - model["batch_size"]) / steady if steps > 1 else n / seconds}))
+                          (n - model["batch_size"]) / steady if steady else n / seconds}))
 
 
 if __name__ == "__main__":

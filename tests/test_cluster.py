@@ -138,6 +138,22 @@ def submit(cluster_cfg, url: str, code_zip: Path, tmp: Path, stages: list[str], 
     return proc.returncode, log.read()
 
 
+def _end_submit(proc, log, cluster_cfg) -> str:
+    """After a fault test: stop the spark-submit if it is still running, return its output, and
+    restart any killed worker so the next test has both."""
+    from starscale import cluster
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.seek(0)
+    output = log.read()
+    running = cluster._running(Path(cluster_cfg.run_dir))
+    for index in range(cluster_cfg.workers):
+        if f"worker-{index}" not in running:
+            cluster.start_worker(cluster_cfg, index)
+    return output
+
+
 def summaries(output: str) -> dict[str, dict]:
     out = {}
     for line in output.splitlines():
@@ -300,13 +316,7 @@ def test_worker_killed_during_data_stage(standalone, code_zip, tmp_path):
         assert killed_executors, "no task ran on worker 0 before the job ended"
         rc = proc.wait(timeout=600)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        output = log.read()
-        if not killed_executors or "worker-0" not in cluster._running(Path(cluster_cfg.run_dir)):
-            cluster.start_worker(cluster_cfg, 0)     # leave 2 workers for the next test
+        output = _end_submit(proc, log, cluster_cfg)
     assert rc == 0, output[-6000:]
     assert "make-corpus" in summaries(output)
 
@@ -379,15 +389,7 @@ def test_worker_killed_during_horovod_training(standalone, code_zip, tmp_path, l
         rc = proc.wait(timeout=300)
         failed_after = time.time() - killed_at
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        output = log.read()
-        running = cluster._running(Path(cluster_cfg.run_dir))
-        for index in range(cluster_cfg.workers):
-            if f"worker-{index}" not in running:
-                cluster.start_worker(cluster_cfg, index)
+        output = _end_submit(proc, log, cluster_cfg)
     print(f"train-lstm failed {failed_after:.0f}s after the kill of rank {lost_rank}'s worker")
     assert rc != 0, output[-4000:]
     assert "train-lstm: training failed" in output, output[-4000:]

@@ -116,6 +116,29 @@ def read_vectors(lines: Iterable[str], vocab: list[str], dim: int, seed: int,
     return matrix, int(found.sum())
 
 
+def timed_fit(model, *args, **kwargs) -> tuple[Any, float, float | None]:
+    """model.fit(*args, **kwargs) timed: (history, seconds for the whole call, seconds from the
+    end of the first batch — the steady state, without tracing — or None when only one batch ran).
+    Used by the throughput benchmarks (bench/gpu_smoke.py, bench/lstm_common.py)."""
+    import time
+    from tensorflow import keras
+
+    marks: dict[str, float] = {}
+
+    class _FirstBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0 and "first" not in marks:
+                marks["first"] = time.perf_counter()
+            marks["last_batch"] = batch
+
+    kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _FirstBatch()]
+    started = time.perf_counter()
+    history = model.fit(*args, **kwargs)
+    ended = time.perf_counter()
+    steady = ended - marks["first"] if marks.get("last_batch", 0) > 0 else None
+    return history, ended - started, steady
+
+
 def uses_cudnn(model) -> dict[str, Any]:
     """Whether each LSTM layer can take the fused cuDNN kernel (Keras' own eligibility check)
     and whether a GPU is visible; the kernel runs only when both hold."""

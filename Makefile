@@ -112,10 +112,22 @@ gpu-smoke: setup
 # writing docs/bench/<name>.json. make bench BENCH_ARGS=--quick: tiny inputs (out/bench/quick/).
 BENCH_ARGS ?=
 BENCH_SCRIPTS := ingest_clean_split resample input_pipeline lstm_throughput trainer_memory lr demo_stages gpu
-.PHONY: bench
+# The full runs with the arguments docs/benchmarks.md was made with (gpu only where a GPU is).
+BENCH_FULL := "ingest_clean_split.py" "resample.py --sizes 1000000,5000000" "input_pipeline.py" \
+	"lstm_throughput.py --steps 40" "trainer_memory.py --steps 15" \
+	"lr.py --sizes 100000,500000,1000000" \
+	"demo_stages.py --experiment --out docs/bench/demo_experiment.json"
 bench: setup
+ifneq ($(filter --quick,$(BENCH_ARGS)),)
 	set -e; for b in $(BENCH_SCRIPTS); do echo "== bench/$$b.py $(BENCH_ARGS)"; \
 		$(BIN)/python bench/$$b.py $(BENCH_ARGS); done
+else
+	set -e; for b in $(BENCH_FULL); do echo "== bench/$$b $(BENCH_ARGS)"; \
+		$(BIN)/python bench/$$b $(BENCH_ARGS); done
+	if $(BIN)/python -c "import tensorflow as tf, sys; sys.exit(not tf.config.list_physical_devices('GPU'))"; \
+		then $(BIN)/python bench/gpu.py --repeats 3 --rows-generic 50000 $(BENCH_ARGS); \
+		else echo "== bench/gpu.py skipped: no GPU (docs/benchmarks.md section 8)"; fi
+endif
 
 # A Spark standalone cluster on 127.0.0.1 (master + cluster.workers workers), for cluster mode.
 CLUSTER_CONF ?=

@@ -32,7 +32,9 @@ def manifest_seconds_by_stage(output_dir: Path) -> dict[str, float]:
     write, without process and JVM start); a stage published several times (cells) is summed."""
     out: dict[str, float] = {}
     for path in sorted(output_dir.rglob("_MANIFEST.json")):
-        if "._" in str(path):                     # staging / old folders
+        rel = path.relative_to(output_dir).parts
+        # staging / old folders, and the copies MLflow keeps as run artifacts (every run's)
+        if "._" in str(path) or (rel and rel[0] == "mlruns"):
             continue
         data = json.loads(path.read_text())
         if data.get("stage") and isinstance(data.get("seconds"), (int, float)):

@@ -9,7 +9,7 @@ Inputs: the real Digital_Software file (102k rows; skipped when absent) and 1M /
 rows (make-corpus, generated once under out/bench/data; the 1M input is the first of the two
 1M-row part files of the 2M corpus). Reports rows/s of both, their ratio and time(2M)/time(1M).
 
-    python bench/ingest_clean_split.py            # full (hours on 2 shared cores)
+    python bench/ingest_clean_split.py            # full (≈25 min on a quiet 2-core machine)
     python bench/ingest_clean_split.py --only real                 # the 102k real rows only
     python bench/ingest_clean_split.py --only synthetic --sizes 100000,200000 --repeats 1
     python bench/ingest_clean_split.py --quick    # 2k / 4k synthetic rows

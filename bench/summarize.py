@@ -40,6 +40,7 @@ def main(folder: str = "docs/bench") -> None:
     for path in sorted(Path(folder).glob("*.json")):
         report = json.loads(path.read_text())
         cols = COLUMNS.get(report["benchmark"], sorted(report["results"][0]))
+        cols = [c for c in cols if any(c in row for row in report["results"])]   # mode-specific
         m0, m1 = report["machine_start"], report["machine_end"]
         print(f"\n### {path.name}\n\n`{report['command']}` — {report['repeats']} run(s) per side, "
               f"{m0['utc']} → {m1['utc']}, load average {m0['loadavg'][0]} → {m1['loadavg'][0]} "

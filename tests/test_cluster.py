@@ -2,9 +2,8 @@
 127.0.0.1, started and stopped by the test (starscale.cluster) with its own run dir and free ports.
 
 1. A ~2.5k-row synthetic corpus through the experiment job (make-corpus → ingest → prepare →
-   sample → encode → train-lr → train-lstm with 2 Horovod ranks as Spark tasks → report; the
-   stages chained in one application when the job is absent) on the cluster; the data stages'
-   tables must equal those of the same stages run in local mode.
+   sample → encode → train-lr → train-lstm with 2 Horovod ranks as Spark tasks → report) on the
+   cluster; the data stages' tables must equal those of the same stages run in local mode.
 2. A worker JVM is SIGKILLed while a make-corpus task runs on it: Spark reruns the lost tasks on
    the other worker and the corpus bytes equal a clean local run's.
 3. The worker running Horovod rank 0, then rank 1's, is SIGKILLed during training: the job fails
@@ -18,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -42,23 +40,13 @@ PIPELINE = [
     "experiment.lr_engines=[mllib]", "experiment.lr_features=[{features: 500, hashed: false}]",
 ]
 DATA_STAGES = ["make-corpus", "ingest", "prepare", "sample", "encode"]
-MODEL_STAGES = ["train-lr", "train-lstm", "report"]
-
-
-def pipeline_stages() -> list[str]:
-    """The experiment job when it exists (it runs every stage of the grid, then the report),
-    else the stages chained in one application."""
-    import importlib.util
-    if importlib.util.find_spec("starscale.stages.experiment") is not None:
-        return ["experiment"]
-    return DATA_STAGES + MODEL_STAGES
 
 # The driver program spark-submit runs: the listed stages in one application (one session),
-# each through cli.run_stage like jobs/<stage>.py. Horovod's driver-side servers are pinned to
-# train.bind_host here (the executor side is pinned by the daemon module in conf/standalone.yaml).
+# each through cli.run_stage like jobs/<stage>.py. train-lstm pins Horovod's driver-side servers
+# to train.bind_host (the executor side is pinned by the daemon module in conf/standalone.yaml).
 DRIVER = '''
 import json, sys
-from starscale import cli, loopback
+from starscale import cli
 from starscale.config import load_config
 from starscale.spark import build_session
 stages = sys.argv[1].split(",")
@@ -66,8 +54,6 @@ conf, sets = [], []
 for flag, value in zip(sys.argv[2::2], sys.argv[3::2]):
     (conf if flag == "--conf" else sets).append(value)
 cfg = load_config(conf, sets)
-if cfg.train.bind_host:
-    loopback.pin_horovod_services(cfg.train.bind_host)
 spark = build_session(cfg.spark, "cluster-test")
 print("APP " + spark.sparkContext.applicationId, flush=True)
 for stage in stages:
@@ -222,7 +208,7 @@ def test_pipeline_on_standalone_equals_local(standalone, code_zip, tmp_path):
     out_cluster = tmp_path / "cluster-out"
     sets = [*PIPELINE, f"run.output_dir={out_cluster}"]
     started = time.time()
-    stages = pipeline_stages()
+    stages = ["experiment"]                   # every stage of the grid, then the report
     rc, output = submit(cluster_cfg, url, code_zip, tmp_path, stages, sets)
     cluster_seconds = time.time() - started
     assert rc == 0, output[-6000:]
@@ -280,8 +266,8 @@ def test_pipeline_on_standalone_equals_local(standalone, code_zip, tmp_path):
 
 # --------------------------------------------------------------------------- 2. worker lost
 def _driver_ui_json(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/applications{path}", timeout=5) as r:
-        return json.loads(r.read().decode())
+    from starscale import cluster
+    return cluster.get_json(f"http://127.0.0.1:{port}/api/v1/applications{path}")
 
 
 @pytest.mark.slow

@@ -132,7 +132,8 @@ def worker_webui_port(cfg: ClusterConfig, index: int) -> int:
     return cfg.master_webui_port + 1 + index
 
 
-def _get_json(url: str, timeout_s: float = 5.0) -> dict:
+def get_json(url: str, timeout_s: float = 5.0):
+    """GET url and decode its JSON body (the master, worker and driver UIs' status endpoints)."""
     import json
     import urllib.request
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
@@ -141,12 +142,12 @@ def _get_json(url: str, timeout_s: float = 5.0) -> dict:
 
 def master_state(cfg: ClusterConfig) -> dict:
     """The master's JSON status (workers, alive/dead, active and completed apps)."""
-    return _get_json(f"http://{cfg.host}:{cfg.master_webui_port}/json/")
+    return get_json(f"http://{cfg.host}:{cfg.master_webui_port}/json/")
 
 
 def worker_state(cfg: ClusterConfig, index: int) -> dict:
     """One worker's JSON status; its "executors" list holds the running executors (appid, id)."""
-    return _get_json(f"http://{cfg.host}:{worker_webui_port(cfg, index)}/json/")
+    return get_json(f"http://{cfg.host}:{worker_webui_port(cfg, index)}/json/")
 
 
 def running_executors(cfg: ClusterConfig, index: int) -> list[dict]:

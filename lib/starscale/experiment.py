@@ -196,7 +196,6 @@ def mlflow_params(row: Mapping[str, Any]) -> dict[str, str]:
     """Identity and hyperparameter columns (dotted 'section.key' names) of a results row."""
     out = {}
     for key, value in row.items():
-        if key in IDENTITY_KEYS or ("." in key and _present(value)):
-            if _present(value):
-                out[key] = str(value)[:MAX_PARAM_CHARS]
+        if (key in IDENTITY_KEYS or "." in key) and _present(value):
+            out[key] = str(value)[:MAX_PARAM_CHARS]
     return out

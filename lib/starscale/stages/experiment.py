@@ -105,7 +105,7 @@ def run(spark, cfg: Config, force: bool | str = False) -> dict:
     tracker = Tracker.create(cfg)
     results_dir = storage.qualify(cfg.stage_dir("results"))
     records: list[dict] = []
-    trained: list[str] = []            # model outputs of the grid, in run order
+    runs: list[dict] = []              # results rows of the grid's models, in run order
     report_manifest: dict = {}
     started = time.time()
     print(f"[experiment] {len(steps)} steps; output {storage.qualify(cfg.run.output_dir)}"
@@ -117,15 +117,16 @@ def run(spark, cfg: Config, force: bool | str = False) -> dict:
         status = "skipped" if summary.get("skipped") else "ran"
         note = None
         if step.stage in ("train-lr", "train-lstm"):
-            trained.append(output)
-            if status == "skipped" and _row_of_model(results_dir, output, manifest) is None:
+            row = _row_of_model(results_dir, output, manifest)
+            if status == "skipped" and row is None:
                 # The model was published but its results row never appended (killed in
                 # between): retrain so that the table and the model agree.
                 summary, manifest = _run_step(spark, step, True)
                 status, note = "ran", "results row was missing"
-            if tracker is not None:
                 row = _row_of_model(results_dir, output, manifest)
-                if row is not None:
+            if row is not None:
+                runs.append(row)
+                if tracker is not None:
                     tracker.log_run(row, output)
         if step.stage == "report":
             report_manifest = manifest or {}
@@ -136,8 +137,6 @@ def run(spark, cfg: Config, force: bool | str = False) -> dict:
                         "seconds": round(seconds, 3), **({"note": note} if note else {})})
         print(experiment.progress_line(step.stage, step.cell, rows, seconds, status), flush=True)
 
-    runs = [r for r in (_row_of_model(results_dir, out, storage.read_manifest(spark, out))
-                        for out in trained) if r is not None]
     for row in runs:
         row["series"] = experiment.run_label(row)
     report_dir = step_output(steps[-1])

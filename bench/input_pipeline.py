@@ -25,20 +25,14 @@ NAME = "input_pipeline"
 
 def input_rate(root: Path, model: dict, batches: int, shuffle_buffer: int) -> float:
     """Samples/s of the rank-0 tf.data pipeline of a 1-worker run, no model."""
-    import tensorflow as tf
     from starscale import hvd_train
     seq_dir = str(root / "sequences")
     shards = hvd_train.list_shards(seq_dir, "train")
     files = [f for s in sorted(shards) for f in shards[s]]
-    bs, max_len = model["batch_size"], model["max_len"]
-    sig = (tf.TensorSpec((None, max_len), tf.int32), tf.TensorSpec((None, 5), tf.float32),
-           tf.TensorSpec((None,), tf.float32))
-    ds = tf.data.Dataset.from_generator(
-        lambda: hvd_train.train_batches(files, seq_dir, batch_size=bs, steps=batches,
-                                        start_epoch=0, seed=42, rank=0,
-                                        shuffle_buffer=shuffle_buffer, class_weights=[1.0] * 5,
-                                        max_len=max_len),
-        output_signature=sig).prefetch(2)
+    ds = hvd_train.train_dataset(files, seq_dir, max_len=model["max_len"],
+                                 batch_size=model["batch_size"], steps=batches, start_epoch=0,
+                                 seed=42, rank=0, shuffle_buffer=shuffle_buffer,
+                                 class_weights=[1.0] * 5)
     started = time.perf_counter()
     n = 0
     for ids, _labels, _weights in ds.take(batches):

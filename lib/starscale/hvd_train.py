@@ -209,6 +209,22 @@ def eval_batches(files: list[str], seq_dir: str, batch_size: int, n_classes: int
             yield ids[sl], eye[lab[sl]]
 
 
+def batch_signature(max_len: int) -> tuple:
+    """tf.data signature of train_batches' (ids, one-hot labels, sample weights)."""
+    import tensorflow as tf
+    return (tf.TensorSpec((None, max_len), tf.int32), tf.TensorSpec((None, 5), tf.float32),
+            tf.TensorSpec((None,), tf.float32))
+
+
+def train_dataset(files: list[str], seq_dir: str, *, max_len: int, **batches: Any):
+    """A rank's training input: train_batches(files, seq_dir, max_len=…, **batches) as a
+    tf.data Dataset, two batches prefetched (bench/input_pipeline.py measures this same one)."""
+    import tensorflow as tf
+    return tf.data.Dataset.from_generator(
+        lambda: train_batches(files, seq_dir, max_len=max_len, **batches),
+        output_signature=batch_signature(max_len)).prefetch(2)
+
+
 # --------------------------------------------------------------------------- watchdog
 class Watchdog:
     """Fails the run when no batch completes for `timeout_s`: a hang becomes a failure.
@@ -520,20 +536,16 @@ def _train_rank(args: dict[str, Any]) -> dict[str, Any]:
     hvd_tf.broadcast_variables(model.optimizer.variables, root_rank=0)
 
     seen_ids: set | None = set() if hooks.get("return_ids") else None
-    out_sig = (tf.TensorSpec((None, args["max_len"]), tf.int32),
-               tf.TensorSpec((None, 5), tf.float32), tf.TensorSpec((None,), tf.float32))
-    train_ds = tf.data.Dataset.from_generator(
-        lambda: train_batches(train_files, seq_dir, batch_size=batch_size, steps=steps,
-                              start_epoch=start_epoch, seed=seed, rank=rank,
-                              shuffle_buffer=int(lcfg["shuffle_buffer"]),
-                              class_weights=args["class_weights"], max_len=args["max_len"],
-                              nan_at_step=hooks.get("nan_at_step"), seen_ids=seen_ids),
-        output_signature=out_sig).prefetch(2)
+    train_ds = train_dataset(train_files, seq_dir, batch_size=batch_size, steps=steps,
+                             start_epoch=start_epoch, seed=seed, rank=rank,
+                             shuffle_buffer=int(lcfg["shuffle_buffer"]),
+                             class_weights=args["class_weights"], max_len=args["max_len"],
+                             nan_at_step=hooks.get("nan_at_step"), seen_ids=seen_ids)
     val_ds = None
     if val_files:
         val_ds = tf.data.Dataset.from_generator(
             lambda: eval_batches(val_files, seq_dir, batch_size),
-            output_signature=out_sig[:2]).prefetch(2)
+            output_signature=batch_signature(args["max_len"])[:2]).prefetch(2)
 
     watchdog = Watchdog(tcfg["stall_timeout_s"], hard_exit=bool(args.get("hard_exit")),
                         where=f"rank {rank}/{size}",

@@ -42,23 +42,25 @@ def manifest_seconds_by_stage(output_dir: Path) -> dict[str, float]:
     return out
 
 
-def manifest_seconds(output_dir: Path, stage: str):
-    return manifest_seconds_by_stage(output_dir).get(stage)
+def demo_command(stage: str, output_dir: Path, extra: list[str]) -> list[str]:
+    """`python -m starscale STAGE` as make demo runs it (local + demo overlays), --force, output
+    under output_dir, each of extra as --set."""
+    cmd = [sys.executable, "-m", "starscale", stage, "--conf", "conf/local.yaml",
+           "--conf", "conf/demo.yaml", "--set", f"run.output_dir={output_dir}", "--force"]
+    for item in extra:
+        cmd += ["--set", item]
+    return cmd
 
 
 def run_chain(stages, output_dir: Path, extra: list[str]) -> list[dict]:
     rows = []
     for stage in stages:
-        cmd = [sys.executable, "-m", "starscale", stage, "--conf", "conf/local.yaml",
-               "--conf", "conf/demo.yaml", "--set", f"run.output_dir={output_dir}", "--force"]
-        for item in extra:
-            cmd += ["--set", item]
         started = time.perf_counter()
-        with common.PeakMemory(root=None) as _:
-            proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+        proc = subprocess.run(demo_command(stage, output_dir, extra), cwd=common.REPO,
+                              capture_output=True, text=True)
         seconds = time.perf_counter() - started
         rows.append({"stage": stage, "seconds": seconds, "rc": proc.returncode,
-                     "manifest_seconds": manifest_seconds(output_dir, stage),
+                     "manifest_seconds": manifest_seconds_by_stage(output_dir).get(stage),
                      "tail": "" if proc.returncode == 0 else (proc.stderr or proc.stdout)[-1500:]})
         print(f"  {stage}: {seconds:.1f} s rc={proc.returncode}", flush=True)
     return rows
@@ -68,10 +70,7 @@ def run_experiment(args, output_dir: Path, extra: list[str], started: dict) -> d
     """`make demo` = `python -m starscale experiment --conf conf/local.yaml --conf conf/demo.yaml`:
     wall time per run and, from each run's manifests, seconds per stage (summed over the
     experiment's cells); medians over the runs."""
-    cmd = [sys.executable, "-m", "starscale", "experiment", "--conf", "conf/local.yaml",
-           "--conf", "conf/demo.yaml", "--set", f"run.output_dir={output_dir}", "--force"]
-    for item in extra:
-        cmd += ["--set", item]
+    cmd = demo_command("experiment", output_dir, extra)
     walls, per_run = [], []
     for i in range(args.repeats):
         t0 = time.perf_counter()

@@ -87,18 +87,13 @@ def load_csr(raw: Path):
     return X, table.column("label").to_numpy(), table.column("weight").to_numpy()
 
 
-def balanced(y) -> dict[int, float]:
-    import numpy as np
-    counts = np.bincount(y, minlength=5)
-    return {k: len(y) / (5 * counts[k]) for k in range(5) if counts[k]}
-
-
 def run_sklearn(raw: Path, test_raw: Path, max_iter: int) -> dict:
     import time
-    from starscale import lr, metrics
+    import numpy as np
+    from starscale import lr, metrics, resample
     started = time.perf_counter()
     X, y, w = load_csr(raw)
-    cw = balanced(y)
+    cw = resample.balanced_class_weights(dict(enumerate(np.bincount(y, minlength=5))))
     load_s = time.perf_counter() - started
     model = lr.fit_sklearn(X, y, w * _weights_of(y, cw), C=1.0, max_iter=max_iter)
     fit_s = time.perf_counter() - started - load_s
@@ -117,11 +112,9 @@ def _weights_of(y, cw):
 def run_mllib(spark, vec: str, test_vec: str, max_iter: int) -> dict:
     import time
     from pyspark.sql import functions as F
-    from starscale import lr, metrics
+    from starscale import lr, metrics, resample
     train = spark.read.parquet(vec)
-    counts = {int(r["label"]): int(r["count"]) for r in train.groupBy("label").count().collect()}
-    n = sum(counts.values())
-    cw = {k: n / (5 * c) for k, c in counts.items()}
+    cw = resample.balanced_class_weights(resample.compute_class_counts(train, "label"))
     weighted = lr.with_fit_weight(train, cw)
     total = weighted.agg(F.sum(lr.FIT_WEIGHT)).first()[0]
     started = time.perf_counter()

@@ -61,7 +61,7 @@ def spark_scan(spark, path: str) -> int:
 def spark_resample(spark, path: str, method: str) -> int:
     from starscale import resample
     reviews = spark.read.parquet(path)
-    counts = {int(r["star"]): int(r["count"]) for r in reviews.groupBy("star").count().collect()}
+    counts = resample.compute_class_counts(reviews, "star")
     targets = resample.target_counts(counts, method, "auto")
     out = resample.resample(reviews, method, counts, targets, seed=44)
     out.write.format("noop").mode("overwrite").save()

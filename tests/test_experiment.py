@@ -2,7 +2,6 @@
 grows, resume after SIGKILL, --force STAGE, MLflow logging, and the pure grid helpers."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from starscale import experiment, results
+from starscale import experiment, results, storage
 from starscale.cli import force_value
 from starscale.stages import experiment as experiment_stage
 from tests.conftest import REPO, make_config
@@ -41,8 +40,7 @@ def _steps(summary: dict) -> dict[tuple[str, str], str]:
 
 
 def _manifest(cfg) -> dict:
-    with open(os.path.join(cfg.run.output_dir, "experiment", "_MANIFEST.json")) as fh:
-        return json.load(fh)
+    return storage.read_manifest_local(cfg.stage_dir("experiment"))
 
 
 def _cell_of(step_cell: str) -> str:
@@ -202,19 +200,22 @@ def test_killed_experiment_resumes(spark, tmp_path):
            "spark.conf.spark.ui.showConsoleProgress='false'"]
     results_file = tmp_path / "out" / "results" / results.RESULTS_PARQUET
     log = open(tmp_path / "experiment.log", "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    # Own process group: the kill takes the job and its Spark JVM together (test_stage_kill.py).
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         deadline = time.time() + 600
         # the first train-lr has published its model and appended its results row
         while not results_file.exists():
-            assert proc.poll() is None, open(tmp_path / "experiment.log").read()[-3000:]
+            assert proc.poll() is None, (tmp_path / "experiment.log").read_text()[-3000:]
             assert time.time() < deadline
             time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         log.close()
     out = tmp_path / "out"
     done = {str(p.parent) for p in out.rglob("_MANIFEST.json") if "._" not in str(p)}

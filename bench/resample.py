@@ -4,7 +4,7 @@ Input: a synthetic Parquet table `review_id, star, text` (stars drawn with the W
 texts ≈ 60 characters), generated once per size under out/bench/data. Measured, each `--repeats`
 times in this invocation:
 - scan: a plain Spark scan of the table (`write.format("noop")`), the floor for any Spark pass;
-- starscale under / over: per-star count + `resample.resample(...)` with imblearn's 'auto'
+- starscale under / over: per-(star, hash bucket) count + `resample.resample(...)` with imblearn's 'auto'
   targets, written to the noop sink (every row materialized, nothing stored);
 - imblearn labels: RandomUnderSampler / RandomOverSampler on the labels alone already in
   memory (X = row index), the cheapest possible single-machine form;
@@ -59,11 +59,12 @@ def spark_scan(spark, path: str) -> int:
 
 
 def spark_resample(spark, path: str, method: str) -> int:
-    from starscale import resample
+    from starscale import rank, resample
     reviews = spark.read.parquet(path)
-    counts = resample.compute_class_counts(reviews, "star")
+    buckets = resample.compute_rank_buckets(reviews, seed=44)   # as the sample stage does
+    counts = rank.class_totals(buckets)
     targets = resample.target_counts(counts, method, "auto")
-    out = resample.resample(reviews, method, counts, targets, seed=44)
+    out = resample.resample(reviews, method, counts, targets, seed=44, buckets=buckets)
     out.write.format("noop").mode("overwrite").save()
     return sum(targets.values())
 

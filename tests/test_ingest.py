@@ -136,7 +136,7 @@ def test_handmade_tsv_exact_rows_reasons_and_counts(spark, config_factory, tmp_p
 
 def test_counts_do_not_depend_on_selected_columns(spark, tmp_path):
     src = write_handmade(tmp_path / "hand.tsv")
-    outcomes, _ = stage.build_outcomes(spark, ["file:" + str(src)], "tsv")
+    outcomes, kept, _ = stage.build_outcomes(spark, ["file:" + str(src)], "tsv")
     reviews = ingest.reviews_of(outcomes)
     quarantine = ingest.quarantine_of(outcomes)
     for cols in (["review_id"], ["body"], ["star", "review_date"], ["*"]):
@@ -144,6 +144,8 @@ def test_counts_do_not_depend_on_selected_columns(spark, tmp_path):
     for cols in (["line_no"], ["raw"], ["*"]):
         assert quarantine.select(*cols).count() == 13, cols
     assert quarantine.groupBy("reason").count().count() == 6
+    for frame in kept:
+        frame.unpersist()
 
 
 def test_retrying_master_in_a_subprocess_gives_the_same_counts(spark, config_factory, tmp_path):

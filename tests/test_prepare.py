@@ -9,7 +9,7 @@ import pytest
 
 from starscale import storage
 from starscale.stages import prepare
-from starscale.stages.prepare import INGEST_REVIEWS_SCHEMA
+from starscale.ingest import REVIEWS_SCHEMA as INGEST_REVIEWS_SCHEMA
 
 # (review_id, star, body); hand-counted outcome below
 BODIES = [

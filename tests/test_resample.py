@@ -37,6 +37,12 @@ def imblearn_counts(counts, method, strategy) -> dict[int, int] | None:
     return {int(k): int(v) for k, v in sorted(Counter(y_res).items())}
 
 
+def sampled(frame, method, counts, targets, seed):
+    """resample.resample with the rank buckets the sample stage computes first."""
+    return resample.resample(frame, method, counts, targets, seed,
+                             resample.compute_rank_buckets(frame, seed))
+
+
 def reviews_frame(spark, counts, partitions=None):
     rows = [(f"R{star}x{i:03d}", star, f"text {star} {i}")
             for star, n in counts.items() for i in range(n)]
@@ -70,7 +76,7 @@ def test_spark_counts_match_imblearn(spark, method, name):
     if expected is None:
         pytest.skip("imblearn refuses this combination (checked in the target test)")
     targets = resample.target_counts(COUNTS, method, strategy)
-    out = resample.resample(reviews_frame(spark, COUNTS), method, COUNTS, targets, seed=44)
+    out = sampled(reviews_frame(spark, COUNTS), method, COUNTS, targets, seed=44)
     rows = out.collect()
     assert {int(k): v for k, v in sorted(Counter(r.star for r in rows).items())} == \
         {k: v for k, v in expected.items() if v > 0}
@@ -102,8 +108,8 @@ def test_oversampling_is_stratified_replication(spark):
     # row 4 replicas; class 3 (18 rows, 42 extra) → 6 rows with 3 replicas, 12 rows with 2;
     # class 1 (30 rows, 30 extra) → every row 1; class 4 (25, 35 extra) → 10 rows 2, 15 rows 1.
     targets = resample.target_counts(COUNTS, "random_over", "auto")
-    rows = resample.resample(reviews_frame(spark, COUNTS), "random_over", COUNTS, targets,
-                             seed=3).collect()
+    rows = sampled(reviews_frame(spark, COUNTS), "random_over", COUNTS, targets,
+                   seed=3).collect()
     per_row = Counter((r.star, r.review_id) for r in rows)
     spread = {star: sorted(Counter(n for (s, _), n in per_row.items() if s == star).items())
               for star in COUNTS}
@@ -124,7 +130,7 @@ def test_same_sample_for_any_partitioning(spark, method, strategy):
 
     def sample(partitions, seed=11):
         frame = reviews_frame(spark, COUNTS, partitions)
-        out = resample.resample(frame, method, COUNTS, targets, seed=seed)
+        out = sampled(frame, method, COUNTS, targets, seed=seed)
         return sorted((r.review_id, r.copy) for r in out.collect())
 
     two, seven = sample(2), sample(7)

@@ -8,8 +8,8 @@ from fractions import Fraction
 import pytest
 from pyspark.sql import functions as F
 
-from starscale.split import (add_class_rank, apportion, assign_split, ladder_quotas,
-                             ladder_subset, mark_duplicate_texts)
+from starscale.split import (add_class_rank, apportion, assign_split, compute_ladder_buckets,
+                             ladder_quotas, ladder_subset, mark_duplicate_texts)
 
 PROPORTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
@@ -65,26 +65,29 @@ def test_dedupe_keeps_smallest_review_id(spark):
                       "R2": ("R2", False), "R4": ("R4", False), "R6": ("R4", True)}
 
 
-def test_no_text_in_two_splits_after_prepare(spark):
-    from starscale.stages.prepare import prepare_tables
+def test_no_text_in_two_splits_after_prepare(spark, tmp_path):
+    from starscale.stages.prepare import write_tables
     # 600 rows over 120 distinct bodies that differ only in case/punctuation
     rows = [(f"R{i:05d}", _star(i), f"Body number {i % 120}{'!' * (i % 3)}", "f.tsv", i + 2)
             for i in range(600)]
     frame = spark.createDataFrame(
         rows, "review_id string, star int, body string, source_file string, line_no long")
-    flagged, prepared, quarantine = prepare_tables(
-        frame, remove_stopwords=False, lemmatize=False, train=0.8, validation=0.1,
-        split_seed=42, ladder_seed=43)
-    flagged.cache()
+    staging = str(tmp_path / "prepare")
+    write_tables(frame, staging, remove_stopwords=False, lemmatize=False, train=0.8,
+                 validation=0.1, split_seed=42, ladder_seed=43)
+    prepared = spark.read.parquet(staging + "/reviews")
+    quarantine = spark.read.parquet(staging + "/quarantine")
     texts = prepared.groupBy("text").agg(F.countDistinct("split").alias("splits"),
                                          F.count("*").alias("rows"))
     assert texts.where((F.col("splits") > 1) | (F.col("rows") > 1)).count() == 0
     assert prepared.count() == 120
-    # the kept row of body k is R{k:05d} (smallest id), named in every duplicate's detail
-    details = {r["review_id"]: r["detail"] for r in
-               quarantine.where(F.col("reason") == "duplicate_text").collect()}
-    assert details == {f"R{i:05d}": f"R{i % 120:05d}" for i in range(120, 600)}
-    flagged.unpersist()
+    # the kept row of body k is R{k:05d} (smallest id), named in every duplicate's detail,
+    # and the quarantined raw is the row's own body
+    quarantined = {r["review_id"]: (r["detail"], r["raw"]) for r in
+                   quarantine.where(F.col("reason") == "duplicate_text").collect()}
+    assert quarantined == {f"R{i:05d}": (f"R{i % 120:05d}",
+                                         f"Body number {i % 120}{'!' * (i % 3)}")
+                           for i in range(120, 600)}
 
 
 # --------------------------------------------------------------------------- ladder quotas
@@ -144,8 +147,8 @@ def test_ladder_quotas_clip_and_full():
 # --------------------------------------------------------------------------- ranks, subsets
 @pytest.fixture(scope="module")
 def ranked(reviews):
-    split = assign_split(reviews, 0.8, 0.1, seed=42)
-    return add_class_rank(split.repartition(3), seed=43).cache()
+    split = assign_split(reviews, 0.8, 0.1, seed=42).repartition(3)
+    return add_class_rank(split, 43, compute_ladder_buckets(split, 43)).cache()
 
 
 def test_class_rank_dense_per_star_and_null_outside_train(ranked, reviews):
@@ -158,7 +161,8 @@ def test_class_rank_dense_per_star_and_null_outside_train(ranked, reviews):
             assert r["class_rank"] is None
     for star, values in ranks.items():
         assert sorted(values) == list(range(len(values))), star
-    again = add_class_rank(assign_split(reviews.repartition(7), 0.8, 0.1, seed=42), seed=43)
+    split7 = assign_split(reviews.repartition(7), 0.8, 0.1, seed=42)
+    again = add_class_rank(split7, 43, compute_ladder_buckets(split7, 43))
     key = ["review_id", "split", "class_rank"]
     assert sorted(map(tuple, ranked.select(*key).collect()), key=str) == \
         sorted(map(tuple, again.select(*key).collect()), key=str)

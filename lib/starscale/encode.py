@@ -193,7 +193,7 @@ def compute_train_shards(train: DataFrame, seed: int, shards: int,
         # monotonically_increasing_id = partition index << 33 | index inside the partition
         .withColumn("_part", part)
         .withColumn("_in_part", F.monotonically_increasing_id() - F.shiftleft(part, 33))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .persist(StorageLevel.DISK_ONLY)   # wide (text): never in the heap
     )
     counts = dict(ordered.groupBy("_part").count().collect())
     offsets, total = {}, 0

@@ -8,9 +8,16 @@ lines, collects the tiny per-split aggregates and writes the tables. The flow:
     line_offsets(stats)                                  driver: lines before each split
     number_lines(lines, offsets)                         source_file, file_order, line_no, value
     classify_tsv(numbered) | classify_jsonl(numbered)    typed columns + reason/detail/raw
-    mark_duplicates(classified)                          the one shuffle
+    first_occurrences(classified)                        review_ids seen twice: narrow, small
+    mark_duplicates(classified, repeated, broadcast)     a join with that small table
     finish_tsv(...) / finish_jsonl(...)                  outcomes
     reviews_of(outcomes), quarantine_of(outcomes)        the two published tables
+    outcome_counts(reviews, quarantine)                  from the written tables: tiny
+
+No wide row is shuffled or cached: the only shuffle aggregates (review_id, file order, line)
+of the accepted rows, and the wide rows meet the (usually tiny) duplicate table through a
+broadcast. That keeps ingest's memory independent of the input's size (issue 14: the window
+over a persisted frame of whole lines ran a 4g driver out of heap at 9M rows).
 
 Rules (each line gets exactly one outcome; the first rule that applies wins):
 
@@ -41,7 +48,7 @@ Non-integer vote counts become null (they are not used for modelling), never a r
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -188,15 +195,13 @@ def _quoted(name: str, value: Column) -> Column:
 
 
 # --------------------------------------------------------------------------- TSV
-_TSV_KEEP = ("_star_rating", "_helpful_votes", "_total_votes", "_review_date", "_has_cr")
-
-
 def classify_tsv(numbered: DataFrame) -> DataFrame:
     """Numbered amazon_reviews_us lines → review columns + reason/detail/raw (+ _ columns).
 
-    raw is filled for rows rejected here; rows that pass keep the original strings of the
-    columns typed here (_star_rating, ...) instead, so that the shuffle for duplicates carries
-    each line once, and finish_tsv rebuilds the raw line of a duplicate from them exactly.
+    raw is filled for rows rejected here; every row keeps its line as ``_line``, which
+    finish_tsv turns into the raw of a duplicate (a duplicate passed every check, so its bytes
+    are valid UTF-8 and the line is its raw exactly). Writers that do not select raw never
+    read ``_line``, so the reviews table does not pay for it.
     """
     value = F.col("value")
     text = F.when(value.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)")) \
@@ -206,14 +211,12 @@ def classify_tsv(numbered: DataFrame) -> DataFrame:
              .withColumn("_fields", F.split(text, "\t", -1))
              .withColumn("_n", F.size("_fields"))
              .withColumn("_header", is_header)
-             .withColumn("_bad_bytes", _unreadable(F.col("value")))
-             .withColumn("_has_cr", F.col("value").endswith("\r")))
+             .withColumn("_bad_bytes", _unreadable(F.col("value"))))
     field = {name: F.when(F.col("_n") == 15, F.col("_fields").getItem(i))
              for i, name in enumerate(TSV_COLUMNS)}
     review_id = F.when(F.col("_n") >= 3, F.col("_fields").getItem(2))
     typed = parts.select(
         "source_file", "file_order", "line_no", "value", "_n", "_header", "_bad_bytes",
-        "_has_cr",
         review_id.alias("review_id"),
         *[field[c].alias(c) for c in TSV_COLUMNS if c != "review_id"],
     ).withColumn("_star", _star(F.col("star_rating"))).withColumn(
@@ -249,25 +252,16 @@ def classify_tsv(numbered: DataFrame) -> DataFrame:
                 "reason", "detail",
                 F.when(F.col("reason").isNotNull() & (F.col("reason") != HEADER),
                        _decoded(F.col("value"))).alias("raw"),
-                F.col("star_rating").alias("_star_rating"),
-                F.col("helpful_votes").alias("_helpful_votes"),
-                F.col("total_votes").alias("_total_votes"),
-                F.col("review_date").alias("_review_date"),
-                "_has_cr",
+                F.col("value").alias("_line"),
             ))
 
 
 def finish_tsv(deduped: DataFrame) -> DataFrame:
-    """Fill raw of duplicates (rebuilt from their 15 fields) and drop the helper columns."""
-    original = {"star_rating": "_star_rating", "helpful_votes": "_helpful_votes",
-                "total_votes": "_total_votes", "review_date": "_review_date",
-                "review_body": "body", "review_headline": "headline"}
-    rebuilt = F.concat(F.concat_ws("\t", *[F.col(original.get(c, c)) for c in TSV_COLUMNS]),
-                       F.when(F.col("_has_cr"), "\r").otherwise(""))
+    """Fill raw of duplicates with their line and drop the helper column."""
     return (deduped
-            .withColumn("raw", F.when(F.col("reason") == "duplicate_review_id", rebuilt)
+            .withColumn("raw", F.when(F.col("reason") == "duplicate_review_id", F.col("_line"))
                         .otherwise(F.col("raw")))
-            .drop(*_TSV_KEEP))
+            .drop("_line"))
 
 
 # --------------------------------------------------------------------------- JSON lines
@@ -351,28 +345,41 @@ def finish_jsonl(deduped: DataFrame) -> DataFrame:
 
 
 # --------------------------------------------------------------------------- duplicates
-def mark_duplicates(classified: DataFrame) -> DataFrame:
+def first_occurrences(classified: DataFrame) -> DataFrame:
+    """review_id, _first (file_order, line_no, source_file) of every review_id that more than
+    one row without a reason carries; _first is its earliest row by (file order, line).
+
+    A hash aggregate of three narrow columns: partial aggregation before the shuffle, no sort,
+    no wide row moved. Its size is the number of repeated ids, usually a tiny share of rows.
+    """
+    return (classified.where(F.col("reason").isNull())
+            .groupBy(F.col("review_id"))
+            .agg(F.count(F.lit(1)).alias("_n"),
+                 F.min(F.struct("file_order", "line_no", "source_file")).alias("_first"))
+            .where(F.col("_n") > 1)
+            .select(F.col("review_id"), F.col("_first")))
+
+
+def mark_duplicates(classified: DataFrame, repeated: DataFrame, broadcast: bool) -> DataFrame:
     """Quarantine later occurrences of a review_id among rows without a reason yet.
 
-    One shuffle (a window by review_id ordered by file order and line number). Rows already
-    rejected get a key of their own, so a flood of them never lands in one task.
+    repeated: first_occurrences(classified). broadcast: ship it to every task (the caller
+    counted it; a huge one is joined by a shuffle instead, never collected).
     """
-    key = F.when(F.col("reason").isNull(), F.col("review_id")).otherwise(
-        F.format_string("\u0000%d:%d", F.col("file_order"), F.col("line_no")))
-    by_id = (Window.partitionBy("_key").orderBy("file_order", "line_no")
-             .rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    first = F.first(F.struct("source_file", "line_no")).over(by_id)
-    is_dup = F.col("_dup")
-    return (classified
-            .withColumn("_key", key)
-            .withColumn("_dup", F.col("reason").isNull() & (F.row_number().over(by_id) > 1))
-            .withColumn("_first", first)
-            .withColumn("reason", F.when(is_dup, "duplicate_review_id").otherwise(F.col("reason")))
-            .withColumn("detail", F.when(is_dup, F.format_string(
+    ids = F.broadcast(repeated) if broadcast else repeated
+    first = F.col("_first")
+    is_dup = (F.col("reason").isNull() & first.isNotNull()
+              & ~((F.col("file_order") == first.getField("file_order"))
+                  & (F.col("line_no") == first.getField("line_no"))))
+    return (classified.join(ids, on="review_id", how="left")
+            .withColumn("_dup", is_dup)
+            .withColumn("reason", F.when(F.col("_dup"), "duplicate_review_id")
+                        .otherwise(F.col("reason")))
+            .withColumn("detail", F.when(F.col("_dup"), F.format_string(
                 "review_id %s first seen at %s:%d", F.col("review_id"),
-                F.col("_first.source_file"), F.col("_first.line_no")))
+                first.getField("source_file"), first.getField("line_no")))
                 .otherwise(F.col("detail")))
-            .drop("_key", "_dup", "_first"))
+            .drop("_first", "_dup"))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -388,10 +395,15 @@ def quarantine_of(outcomes: DataFrame) -> DataFrame:
             .select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields]))
 
 
-def compute_outcome_counts(outcomes: DataFrame) -> list[tuple[str, str | None, int]]:
-    """(source_file, reason or None for accepted, rows): runs a job, returns a tiny list."""
-    rows = outcomes.groupBy("source_file", "reason").count().collect()
-    return [(r["source_file"], r["reason"], int(r["count"])) for r in rows]
+def compute_outcome_counts(reviews: DataFrame, quarantine: DataFrame,
+                           header_files: list[str]) -> list[tuple[str, str | None, int]]:
+    """(source_file, reason or None for accepted, rows) of the written tables (two jobs over
+    one or two columns, tiny results), plus one header line for each file in header_files."""
+    accepted = reviews.groupBy("source_file").count().collect()
+    rejected = quarantine.groupBy("source_file", "reason").count().collect()
+    return ([(r["source_file"], None, int(r["count"])) for r in accepted]
+            + [(r["source_file"], r["reason"], int(r["count"])) for r in rejected]
+            + [(path, HEADER, 1) for path in header_files])
 
 
 def build_manifest(files: list[str], lines_per_file: dict[str, int],

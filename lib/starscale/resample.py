@@ -6,7 +6,9 @@ executors. Which rows are kept or replicated depends only on ``xxhash64(seed, re
 so a result is the same for any partitioning of the input.
 
 - random_under: keep the rows whose rank inside their star, ordered by the hash, is below the
-  target (one shuffle: the window that computes the rank). Same counts as RandomUnderSampler.
+  target. Same counts as RandomUnderSampler. The rank is never computed for a whole class:
+  starscale.rank finds the hash bucket where each target falls from tiny per-bucket counts and
+  ranks only that bucket's rows (no task sorts a class; the other rows are not shuffled).
 - random_over: all originals, plus ``target - n`` replicas per class made by *stratified
   replication*: every row gets ``(target - n) // n`` replicas and the rows ranked below
   ``(target - n) % n`` one more. RandomOverSampler draws the extra rows i.i.d. with
@@ -21,14 +23,16 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from starscale import rank
 
 METHODS = ("none", "random_under", "random_over", "class_weight", "adasyn")
 NAMED_STRATEGIES = ("auto", "majority", "not minority", "not majority", "all", "minority")
 OUTPUT_COLUMNS = ("review_id", "star", "text", "weight", "copy")
 
-_RANK = "_class_rank_by_seed"
+_LOWEST = "_lowest_by_seed"
 
 
 # --------------------------------------------------------------------------- targets (driver)
@@ -137,54 +141,69 @@ def _lookup(mapping: Mapping[int, Any], key: str):
     return F.create_map(*pairs)[F.col(key)]
 
 
-def with_class_rank(reviews: DataFrame, seed: int, label_col: str = "star",
-                    id_col: str = "review_id") -> DataFrame:
-    """Add the 0-based rank of each row inside its class, ordered by xxhash64(seed, id), id.
-
-    The id breaks hash ties, so with unique ids the rank does not depend on partitioning.
-    One shuffle (all rows of a class meet in one task; five classes → at most five tasks).
-    """
-    order = Window.partitionBy(F.col(label_col)).orderBy(
-        F.xxhash64(F.lit(int(seed)), F.col(id_col)), F.col(id_col))
-    return reviews.withColumn(_RANK, (F.row_number().over(order) - 1).cast("int"))
+def rank_key(seed: int, id_col: str = "review_id") -> Column:
+    """The order of rows inside a class: xxhash64(seed as int, id), ties broken by the id."""
+    return F.xxhash64(F.lit(int(seed)), F.col(id_col))
 
 
-def undersample(reviews: DataFrame, targets: Mapping[int, int], seed: int) -> DataFrame:
-    """Keep targets[star] rows of each star: those ranked lowest by xxhash64(seed, review_id)."""
-    return (with_class_rank(reviews, seed)
-            .where(F.col(_RANK) < _lookup(targets, "star"))
-            .drop(_RANK)
+def compute_rank_buckets(reviews: DataFrame, seed: int, label_col: str = "star",
+                         id_col: str = "review_id") -> dict[tuple[int, int], int]:
+    """{(class, key bucket): rows} of reviews (a Spark action with a tiny result): the class
+    counts (rank.class_totals) and what undersample / oversample need to select rows."""
+    return rank.compute_bucket_counts(reviews, label_col, rank_key(seed, id_col))
+
+
+def _lowest(reviews: DataFrame, targets: Mapping[int, int], seed: int,
+            buckets: Mapping[tuple[int, int], int]) -> DataFrame:
+    """reviews + _lowest: the row ranks below targets[star] by (rank_key, review_id)."""
+    bounds = rank.boundaries(buckets, targets)
+    return rank.with_lowest_flag(reviews, "star", rank_key(seed), "review_id", bounds, _LOWEST)
+
+
+def undersample(reviews: DataFrame, targets: Mapping[int, int], seed: int,
+                buckets: Mapping[tuple[int, int], int]) -> DataFrame:
+    """Keep targets[star] rows of each star: those ranked lowest by xxhash64(seed, review_id).
+    buckets: compute_rank_buckets(reviews, seed)."""
+    return (_lowest(reviews, targets, seed, buckets)
+            .where(F.col(_LOWEST))
+            .drop(_LOWEST)
             .withColumn("copy", F.lit(0)))
 
 
 def oversample(reviews: DataFrame, class_counts: Mapping[int, int], targets: Mapping[int, int],
-               seed: int) -> DataFrame:
+               seed: int, buckets: Mapping[tuple[int, int], int]) -> DataFrame:
     """All rows (copy 0) plus targets[k] - n_k replicas per class (copy 1, 2, ...).
 
     Stratified replication: with extra = target - n, every row gets extra // n replicas and
     the extra % n rows ranked lowest by xxhash64(seed, review_id) one more.
+    buckets: compute_rank_buckets(reviews, seed).
     """
     full = {k: (targets[k] - n) // n for k, n in class_counts.items() if n > 0}
     remainder = {k: (targets[k] - n) % n for k, n in class_counts.items() if n > 0}
     replicas = (_lookup(full, "star")
-                + F.when(F.col(_RANK) < _lookup(remainder, "star"), 1).otherwise(0)).cast("int")
-    return (with_class_rank(reviews, seed)
+                + F.when(F.col(_LOWEST), 1).otherwise(0)).cast("int")
+    return (_lowest(reviews, remainder, seed, buckets)
             .withColumn("copy", F.explode(F.sequence(F.lit(0), replicas)))
-            .drop(_RANK))
+            .drop(_LOWEST))
 
 
 def resample(train_reviews: DataFrame, method: str, class_counts: Mapping[int, int],
-             targets: Mapping[int, int], seed: int) -> DataFrame:
+             targets: Mapping[int, int], seed: int,
+             buckets: Mapping[tuple[int, int], int] | None = None) -> DataFrame:
     """train_reviews (review_id, star, text) → the sample/<tag>/train table (OUTPUT_COLUMNS).
 
     targets: target_counts(class_counts, method, strategy). adasyn passes rows through (the
     LR trainer applies `adasyn_resample` to features); class_weight sets the balanced weight.
+    buckets: compute_rank_buckets(train_reviews, seed), needed by random_under / random_over.
     """
     base = train_reviews.select(F.col("review_id"), F.col("star"), F.col("text"))
+    if method in ("random_under", "random_over") and buckets is None:
+        raise ValueError(f"resample: sample.method={method} needs the rank buckets of its "
+                         f"input (resample.compute_rank_buckets)")
     if method == "random_under":
-        sampled = undersample(base, targets, seed)
+        sampled = undersample(base, targets, seed, buckets)
     elif method == "random_over":
-        sampled = oversample(base, class_counts, targets, seed)
+        sampled = oversample(base, class_counts, targets, seed, buckets)
     elif method in ("none", "class_weight", "adasyn"):
         sampled = base.withColumn("copy", F.lit(0))
     else:

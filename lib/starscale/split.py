@@ -11,7 +11,8 @@ and ladder rank do not depend on partitioning, row order or the run.
   text, the one with the smallest review_id is kept (whatever its star); the others are
   duplicates whose detail is the kept review_id.
 * Ladder: class_rank = 0-based rank of a train row within its star ordered by
-  (xxhash64(ladder seed, review_id), review_id). Quotas per size come from ``apportion``:
+  (xxhash64(ladder seed, review_id), review_id), computed by starscale.rank over hash buckets
+  (no task sorts a whole star). Quotas per size come from ``apportion``:
   merge the per-star quantile positions (r + 0.5) / N_k (ties: lower star first) and take the
   first n — Webster/Sainte-Laguë apportionment, which is house-monotone, so q_k(n) never
   decreases in n and every smaller subset lies inside every larger one.
@@ -23,6 +24,8 @@ from typing import Mapping
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from starscale import rank
 
 SPLITS = ("train", "validation", "test")
 FULL = "full"
@@ -67,14 +70,24 @@ def mark_duplicate_texts(reviews: DataFrame, text_col: str = "text") -> DataFram
             .drop("_dup_rank"))
 
 
-def add_class_rank(reviews: DataFrame, seed: int) -> DataFrame:
+def compute_ladder_buckets(reviews: DataFrame, seed: int) -> dict[tuple[int, int], int]:
+    """{(star, hash bucket): train rows} of reviews with `split` (a Spark action, tiny result):
+    what add_class_rank needs; rank.class_totals of it are the train rows per star."""
+    return rank.compute_bucket_counts(reviews.where(F.col("split") == "train"), "star",
+                                      seeded_hash(seed))
+
+
+def add_class_rank(reviews: DataFrame, seed: int,
+                   buckets: Mapping[tuple[int, int], int]) -> DataFrame:
     """reviews (with `split`) + `class_rank` long: 0-based rank of a train row within its star
-    by (xxhash64(seed, review_id), review_id); null outside train."""
-    by_star = (Window.partitionBy(F.col("star"), F.col("split"))
-               .orderBy(seeded_hash(seed), F.col("review_id")))
-    rank = (F.row_number().over(by_star) - 1).cast("long")
-    return reviews.withColumn(
-        "class_rank", F.when(F.col("split") == "train", rank).otherwise(F.lit(None).cast("long")))
+    by (xxhash64(seed, review_id), review_id); null outside train. buckets:
+    compute_ladder_buckets(reviews, seed). No task sorts a whole star (starscale.rank);
+    validation and test rows are not shuffled."""
+    train = rank.with_rank(reviews.where(F.col("split") == "train"), "star", seeded_hash(seed),
+                           "review_id", buckets, "class_rank")
+    others = (reviews.where(F.col("split") != "train")
+              .withColumn("class_rank", F.lit(None).cast("long")))
+    return train.unionByName(others)
 
 
 # --------------------------------------------------------------------------- ladder quotas
@@ -130,12 +143,14 @@ def ladder_quotas(class_counts: Mapping[int, int],
     return out, clipped
 
 
-def ladder_subset(reviews: DataFrame, quotas_for_size: Mapping) -> DataFrame:
+def ladder_subset(reviews: DataFrame, quotas_for_size: Mapping | None) -> DataFrame:
     """The ladder subset of prepare/reviews: split='train' AND class_rank < quota[star].
 
     quotas_for_size: {star: quota} with int or str keys (as in the manifest); a star missing
-    from it contributes no rows.
+    from it contributes no rows. None: every train row (size 'full').
     """
+    if quotas_for_size is None:
+        return reviews.where(F.col("split") == "train")
     pairs = sorted((int(k), int(v)) for k, v in quotas_for_size.items())
     if not pairs:
         return reviews.where(F.lit(False))

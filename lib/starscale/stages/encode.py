@@ -17,25 +17,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from starscale import encode, storage
+from starscale.split import ladder_subset
 from starscale.tables import PREPARE_REVIEWS_SCHEMA, SAMPLE_TRAIN_SCHEMA, ladder_quota
 from starscale.config import Config, EncodeConfig
 
 SPLITS = ("train", "validation", "test")
-
-
-def ladder_train(reviews: DataFrame, quota: dict[int, int] | None) -> tuple[DataFrame, str]:
-    """The ladder subset of train (split='train' AND class_rank < quota[star]) and which code
-    selected it: starscale.split.ladder_subset when that exists, else the same rule inline."""
-    if quota is None:
-        return reviews.where(F.col("split") == "train"), "all train rows"
-    try:
-        from starscale.split import ladder_subset
-    except ImportError:
-        limits = F.create_map(*[F.lit(v) for k, n in sorted(quota.items()) for v in (k, n)])
-        subset = reviews.where((F.col("split") == "train")
-                               & (F.col("class_rank") < limits[F.col("star")]))
-        return subset, "inline filter"
-    return ladder_subset(reviews, quota), "starscale.split.ladder_subset"
 
 
 def _labelled(df: DataFrame, split: str, weight: Column, *extra: str) -> DataFrame:
@@ -153,10 +139,11 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         quota = ladder_quota(prepare_manifest, cfg.sample.size, prepare_dir)
         reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(prepare_dir + "/reviews")
         sampled = spark.read.schema(SAMPLE_TRAIN_SCHEMA).parquet(sample_dir + "/train")
-        fit_rows, ladder_via = ladder_train(reviews, quota)
-        # read three times (vocabulary, CountVectorizer, IDF): keep it
-        fit_rows = (fit_rows.select(F.coalesce(F.col("text"), F.lit("")).alias("text"))
-                    .persist(StorageLevel.MEMORY_AND_DISK))
+        # read three times (vocabulary, CountVectorizer, IDF): keep it, on local disk (up to
+        # the whole train text at full size: never in the JVM heap)
+        fit_rows = (ladder_subset(reviews, quota)
+                    .select(F.coalesce(F.col("text"), F.lit("")).alias("text"))
+                    .persist(StorageLevel.DISK_ONLY))
         try:
             vocab = encode.compute_vocab(fit_rows, ecfg.vocab_size, ecfg.min_count)
             if len(vocab) <= 2:
@@ -176,7 +163,6 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             "tag": tag,
             "ladder_size": cfg.sample.size,
             "ladder_quota": {str(k): v for k, v in sorted(quota.items())} if quota else None,
-            "ladder_selected_by": ladder_via,
             "vocab_size": len(vocab),
             "max_len": ecfg.max_len,
             "padding": ecfg.padding,

@@ -7,10 +7,14 @@ manifest holding, per file and in total, lines read, header lines, accepted rows
 rows by reason. Rules: starscale.ingest.
 
 Before any job the driver reads line 1 of each TSV file (the header check). Jobs: (1) one pass
-that counts the lines of every split (a tiny result that gives exact line numbers);
-(2) parse, classify, dedupe (one shuffle) into a persisted frame and count outcomes; the checks
-(line identity, rejected share) run here, before anything is written; (3, 4) write the two
-tables from the persisted frame. A failed check raises ValueError and nothing is published.
+that counts the lines of every split (a tiny result that gives exact line numbers); (2) parse
+and classify every line once, keeping the rows on local disk (DISK_ONLY: not in the heap), and
+find the review_ids that accepted rows carry more than once (a hash aggregate of narrow
+columns); (3, 4) mark duplicates and write each table into the staging folder; (5) count
+outcomes from the written tables. The checks (line identity, rejected share)
+run on those counts before publishing; a failed check raises ValueError, the staging folder is
+deleted and nothing is published. No wide row is cached or shuffled, so the driver's memory
+does not grow with the input.
 """
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ from pyspark import StorageLevel
 
 from starscale import ingest, storage
 from starscale.config import Config
+
+# Repeated review_ids up to this many travel to every task (≈100 bytes each: ≈50 MB at the
+# limit, far above real corpora); more are joined by a shuffle of the lines instead.
+BROADCAST_MAX_IDS = 500_000
 
 
 def resolve_inputs(spark, patterns: list[str]) -> list[str]:
@@ -69,8 +77,8 @@ def check_headers(spark, files: list[str]) -> None:
                 f"{ingest.TSV_HEADER!r}, found {first[:300]!r}")
 
 
-def build_outcomes(spark, files: list[str], fmt: str):
-    """Files → (outcomes DataFrame, lines per file). Checks that every TSV file starts with the
+def build_classified(spark, files: list[str], fmt: str):
+    """Files → (classified DataFrame, lines per file). Checks that every TSV file starts with the
     header (reading only line 1), then runs job 1 (per-split line counts, a tiny result)."""
     if fmt == "tsv":
         check_headers(spark, files)
@@ -95,27 +103,41 @@ def build_outcomes(spark, files: list[str], fmt: str):
          for r in ingest.line_offsets(stats)],
         ingest.OFFSETS_SCHEMA)
     numbered = ingest.number_lines(lines, offsets)
-    if fmt == "tsv":
-        outcomes = ingest.finish_tsv(ingest.mark_duplicates(ingest.classify_tsv(numbered)))
-    else:
-        outcomes = ingest.finish_jsonl(ingest.mark_duplicates(ingest.classify_jsonl(numbered)))
-    return outcomes, lines_per_file
+    classified = (ingest.classify_tsv(numbered) if fmt == "tsv"
+                  else ingest.classify_jsonl(numbered))
+    return classified, lines_per_file
+
+
+def build_outcomes(spark, files: list[str], fmt: str):
+    """Files → (outcomes, kept, lines per file). The lines are parsed once: the classified rows
+    are kept on local disk (never in the heap) while the table of review_ids seen twice is
+    computed from them; outcomes joins the two lazily. Unpersist every frame in kept."""
+    classified, lines_per_file = build_classified(spark, files, fmt)
+    classified = classified.persist(StorageLevel.DISK_ONLY)
+    repeated = ingest.first_occurrences(classified).persist(StorageLevel.DISK_ONLY)
+    n_repeated = repeated.count()
+    marked = ingest.mark_duplicates(classified, repeated,
+                                    broadcast=n_repeated <= BROADCAST_MAX_IDS)
+    outcomes = ingest.finish_tsv(marked) if fmt == "tsv" else ingest.finish_jsonl(marked)
+    return outcomes, (classified, repeated), lines_per_file
 
 
 def ingest_files(spark, files: list[str], fmt: str, max_rejected_share: float,
                  output: str) -> dict:
-    """Read, check and write files → output/{reviews,quarantine}; returns the counts."""
-    outcomes, lines_per_file = build_outcomes(spark, files, fmt)
-    # Persisted so that the counts and both tables come from one parse and one shuffle.
-    outcomes = outcomes.persist(StorageLevel.MEMORY_AND_DISK)
+    """Read, write and check files → output/{reviews,quarantine}; returns the counts. Raises
+    ValueError (the caller deletes output) when a check fails."""
+    outcomes, kept, lines_per_file = build_outcomes(spark, files, fmt)
     try:
-        counts = ingest.compute_outcome_counts(outcomes)
-        summary = ingest.build_manifest(files, lines_per_file, counts, max_rejected_share,
-                                        expect_header=fmt == "tsv")
         ingest.reviews_of(outcomes).write.parquet(output + "/reviews")
         ingest.quarantine_of(outcomes).write.parquet(output + "/quarantine")
     finally:
-        outcomes.unpersist()
+        for frame in kept:
+            frame.unpersist()
+    counts = ingest.compute_outcome_counts(
+        spark.read.parquet(output + "/reviews"), spark.read.parquet(output + "/quarantine"),
+        header_files=files if fmt == "tsv" else [])
+    summary = ingest.build_manifest(files, lines_per_file, counts, max_rejected_share,
+                                    expect_header=fmt == "tsv")
     return {"format": fmt, **summary}
 
 

@@ -13,74 +13,59 @@ import dataclasses
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (DateType, IntegerType, LongType, StringType, StructField,
-                               StructType)
 
-from starscale import storage
-from starscale.clean import clean_column
+from starscale import ingest, split, storage
+from starscale.clean import with_clean_text
 from starscale.config import Config
-from starscale.split import (SPLITS, add_class_rank, assign_split, ladder_quotas,
-                             mark_duplicate_texts)
-
-INGEST_REVIEWS_SCHEMA = StructType([
-    StructField("review_id", StringType()),
-    StructField("star", IntegerType()),
-    StructField("body", StringType()),
-    StructField("headline", StringType()),
-    StructField("product_id", StringType()),
-    StructField("product_parent", StringType()),
-    StructField("product_title", StringType()),
-    StructField("product_category", StringType()),
-    StructField("customer_id", StringType()),
-    StructField("marketplace", StringType()),
-    StructField("helpful_votes", IntegerType()),
-    StructField("total_votes", IntegerType()),
-    StructField("vine", StringType()),
-    StructField("verified_purchase", StringType()),
-    StructField("review_date", DateType()),
-    StructField("source_file", StringType()),
-    StructField("line_no", LongType()),
-])
+from starscale.split import SPLITS
 
 PREPARE_REVIEWS_COLUMNS = ("review_id", "star", "text", "split", "class_rank")
 QUARANTINE_COLUMNS = ("source_file", "line_no", "review_id", "reason", "detail", "raw")
 EMPTY_DETAIL = "the body is empty after cleaning"
+# Quarantined rows up to this many travel to every task to pick up their raw body; more are
+# joined by a shuffle.
+BROADCAST_MAX_ROWS = 500_000
 
 
 def clean_reviews(reviews: DataFrame, remove_stopwords: bool, lemmatize: bool) -> DataFrame:
-    """Ingest reviews → review_id, star, text (cleaned), source_file, line_no, body."""
-    return reviews.select(
-        F.col("review_id"), F.col("star"),
-        clean_column("body", remove_stopwords, lemmatize).alias("text"),
-        F.col("source_file"), F.col("line_no"), F.col("body"))
+    """Ingest reviews → review_id, star, source_file, line_no, text (cleaned). The body stays
+    behind: only quarantined rows need it, and they fetch it by review_id (raw_bodies)."""
+    return with_clean_text(reviews, "body", ["review_id", "star", "source_file", "line_no"],
+                           remove_stopwords, lemmatize)
 
 
-def to_quarantine(rows: DataFrame, reason: str, detail) -> DataFrame:
-    """Rows with source_file, line_no, review_id, body → the quarantine table's columns."""
-    return rows.select(
-        F.col("source_file"), F.col("line_no"), F.col("review_id"),
-        F.lit(reason).alias("reason"), detail.cast("string").alias("detail"),
-        F.col("body").alias("raw"))
+def flag_texts(reviews: DataFrame, remove_stopwords: bool, lemmatize: bool) -> DataFrame:
+    """Ingest reviews → cleaned and dedupe-marked rows (mark_duplicate_texts): what both
+    outputs derive from; persist it so the text is cleaned once."""
+    return split.mark_duplicate_texts(clean_reviews(reviews, remove_stopwords, lemmatize))
 
 
-def prepare_tables(reviews: DataFrame, *, remove_stopwords: bool, lemmatize: bool,
-                   train: float, validation: float, split_seed: int,
-                   ladder_seed: int) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Ingest reviews → (flagged, prepared reviews, quarantine).
+def kept_rows(flagged: DataFrame, train: float, validation: float, split_seed: int) -> DataFrame:
+    """Rows that are neither empty nor duplicates, with their split: review_id, star, text,
+    split."""
+    return split.assign_split(
+        flagged.where((F.col("text") != "") & ~F.col("_is_duplicate"))
+        .select("review_id", "star", "text"), train, validation, split_seed)
 
-    `flagged` is the cleaned and dedupe-marked frame both outputs derive from: persist it so
-    the text is cleaned once. Empty texts are grouped like any text but leave as
-    empty_after_clean whatever their duplicate mark.
-    """
-    flagged = mark_duplicate_texts(clean_reviews(reviews, remove_stopwords, lemmatize))
+
+def quarantined_rows(flagged: DataFrame) -> DataFrame:
+    """source_file, line_no, review_id, reason, detail of the rows prepare removes. Empty texts
+    are grouped like any text but leave as empty_after_clean whatever their duplicate mark."""
     empty = F.col("text") == ""
-    duplicate = ~empty & F.col("_is_duplicate")
-    quarantine = (to_quarantine(flagged.where(empty), "empty_after_clean", F.lit(EMPTY_DETAIL))
-                  .unionByName(to_quarantine(flagged.where(duplicate), "duplicate_text",
-                                             F.col("kept_review_id"))))
-    kept = flagged.where(~empty & ~F.col("_is_duplicate")).select("review_id", "star", "text")
-    prepared = add_class_rank(assign_split(kept, train, validation, split_seed), ladder_seed)
-    return flagged, prepared.select(*PREPARE_REVIEWS_COLUMNS), quarantine
+    reason = F.when(empty, F.lit("empty_after_clean")).otherwise(F.lit("duplicate_text"))
+    detail = F.when(empty, F.lit(EMPTY_DETAIL)).otherwise(F.col("kept_review_id"))
+    return (flagged.where(empty | F.col("_is_duplicate"))
+            .select(F.col("source_file"), F.col("line_no"), F.col("review_id"),
+                    reason.alias("reason"), detail.cast("string").alias("detail")))
+
+
+def raw_bodies(quarantined: DataFrame, reviews: DataFrame, broadcast: bool) -> DataFrame:
+    """Quarantined rows + raw (their ingest body), in the quarantine table's columns. review_id
+    is unique in ingest/reviews, so each quarantined row meets exactly one body."""
+    rows = F.broadcast(quarantined) if broadcast else quarantined
+    return (reviews.select(F.col("review_id"), F.col("body").alias("raw"))
+            .join(rows, on="review_id", how="inner")
+            .select(*QUARANTINE_COLUMNS))
 
 
 def compute_split_counts(prepared: DataFrame) -> dict[str, dict[str, int]]:
@@ -99,23 +84,37 @@ def compute_reason_counts(quarantine: DataFrame) -> dict[str, int]:
                             key=lambda r: r["reason"])}
 
 
+def write_tables(reviews: DataFrame, staging: str, *, remove_stopwords: bool, lemmatize: bool,
+                 train: float, validation: float, split_seed: int, ladder_seed: int) -> None:
+    """Ingest reviews → staging/reviews and staging/quarantine. Jobs: the ladder's bucket
+    counts (which also materialise the flagged rows on local disk), the reviews, the size of
+    the quarantine, the quarantine. Shuffles: the texts (dedupe) and train rows by (star,
+    bucket); nothing wide is held in the heap."""
+    flagged = flag_texts(reviews, remove_stopwords, lemmatize).persist(StorageLevel.DISK_ONLY)
+    try:
+        kept = kept_rows(flagged, train, validation, split_seed)
+        buckets = split.compute_ladder_buckets(kept, ladder_seed)
+        (split.add_class_rank(kept, ladder_seed, buckets).select(*PREPARE_REVIEWS_COLUMNS)
+         .write.mode("overwrite").parquet(staging + "/reviews"))
+        quarantined = quarantined_rows(flagged)
+        small = quarantined.count() <= BROADCAST_MAX_ROWS
+        (raw_bodies(quarantined, reviews, broadcast=small)
+         .write.mode("overwrite").parquet(staging + "/quarantine"))
+    finally:
+        flagged.unpersist()
+
+
 def run(spark, cfg: Config, force: bool = False) -> dict:
     """Publish prepare/ from ingest/; return the manifest (skipped when up to date)."""
     ingest_dir = cfg.stage_dir("ingest")
     output = cfg.stage_dir("prepare")
 
     def write(staging: str) -> dict:
-        reviews = spark.read.schema(INGEST_REVIEWS_SCHEMA).parquet(ingest_dir + "/reviews")
-        flagged, prepared, quarantine = prepare_tables(
-            reviews, remove_stopwords=cfg.clean.remove_stopwords, lemmatize=cfg.clean.lemmatize,
-            train=cfg.split.train, validation=cfg.split.validation, split_seed=cfg.split.seed,
-            ladder_seed=cfg.ladder.seed)
-        flagged.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            prepared.write.mode("overwrite").parquet(staging + "/reviews")
-            quarantine.write.mode("overwrite").parquet(staging + "/quarantine")
-        finally:
-            flagged.unpersist()
+        reviews = spark.read.schema(ingest.REVIEWS_SCHEMA).parquet(ingest_dir + "/reviews")
+        write_tables(reviews, staging, remove_stopwords=cfg.clean.remove_stopwords,
+                     lemmatize=cfg.clean.lemmatize, train=cfg.split.train,
+                     validation=cfg.split.validation, split_seed=cfg.split.seed,
+                     ladder_seed=cfg.ladder.seed)
         # counts from what was written, so the manifest describes the published files
         rows_in = reviews.count()
         split_counts = compute_split_counts(spark.read.parquet(staging + "/reviews"))
@@ -128,7 +127,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         train_counts = {int(star): n for star, n in split_counts["train"].items()}
         for star in range(1, 6):
             train_counts.setdefault(star, 0)
-        ladder, clipped = ladder_quotas(train_counts, cfg.ladder.sizes)
+        ladder, clipped = split.ladder_quotas(train_counts, cfg.ladder.sizes)
         return {
             "rows_in": rows_in,
             "rows_out": rows_out,

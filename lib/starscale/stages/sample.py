@@ -10,29 +10,15 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
-
-from starscale import resample, storage
-from starscale.tables import PREPARE_REVIEWS_SCHEMA, ladder_quota
+from starscale import rank, resample, storage
 from starscale.config import Config
+from starscale.split import ladder_subset
+from starscale.tables import PREPARE_REVIEWS_SCHEMA, ladder_quota
 
 
 ADASYN_NOTE = ("rows pass through unchanged (weight 1, copy 0): ADASYN synthesizes feature "
                "vectors, so the LR trainer applies starscale.resample.adasyn_resample to the "
                "TF-IDF features of these rows")
-
-
-def ladder_train(reviews: DataFrame, quota: dict[int, int] | None) -> DataFrame:
-    """The ladder subset of train: split='train' AND class_rank < quota[star] (None: all train).
-
-    Inline until starscale.split.ladder_subset exists; same rule as docs/tables.md.
-    """
-    train = reviews.where(F.col("split") == "train")
-    if quota is None:
-        return train
-    limits = F.create_map(*[F.lit(v) for k, n in sorted(quota.items()) for v in (k, n)])
-    return train.where(F.col("class_rank") < limits[F.col("star")])
 
 
 def run(spark, cfg: Config, force: bool = False) -> dict:
@@ -48,14 +34,18 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
 
     def write(staging: str) -> dict:
         reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(prepare_dir + "/reviews")
-        train_reviews = ladder_train(reviews, quota).select("review_id", "star", "text")
-        before = resample.compute_class_counts(train_reviews)
+        train_reviews = ladder_subset(reviews, quota).select("review_id", "star", "text")
+        # one small job: rows per (star, hash bucket), which gives the class counts and lets
+        # the samplers select rows without ranking a whole class in one task
+        buckets = resample.compute_rank_buckets(train_reviews, scfg.seed)
+        before = rank.class_totals(buckets)
         if not before:
             raise ValueError(f"sample.size={scfg.size}: the ladder subset of train in "
                              f"{prepare_dir}/reviews is empty")
         # adasyn's targets are only recorded here (and validate the strategy early)
         targets = resample.target_counts(before, scfg.method, scfg.strategy)
-        sampled = resample.resample(train_reviews, scfg.method, before, targets, scfg.seed)
+        sampled = resample.resample(train_reviews, scfg.method, before, targets, scfg.seed,
+                                    buckets)
         sampled.write.mode("overwrite").parquet(staging + "/train")
         written = spark.read.parquet(staging + "/train")
         after = resample.compute_class_counts(written)

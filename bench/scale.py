@@ -25,7 +25,7 @@ scan's. Each stage's log: out/bench/scale/N/logs/; its event log: out/bench/scal
 The JSON is rewritten after every stage, so a run cut short keeps what it measured.
 
     python bench/scale.py                          # 1M, 3M, 9,002,021 rows (hours: docs/scale.md)
-    python bench/scale.py --sizes 9002021 --lr-max-iter 10
+    python bench/scale.py --sizes 9002021 --lr-max-iter 10 --merge   # add 9M to the report there
     python bench/scale.py --sizes 1000000 --stages make-corpus,ingest,prepare
     python bench/scale.py --quick                  # 3k and 6k rows: does it run (numbers mean nothing)
 """
@@ -418,7 +418,8 @@ def table(rows: list[dict], columns: list[str], title: str) -> None:
     common.print_table([{c: cell(r.get(c)) for c in columns} for r in rows], columns, title)
 
 
-def report_extra(args, sizes, results, done: bool) -> dict:
+def report_extra(args, results, done: bool) -> dict:
+    sizes = sorted({r["size"] for r in results})
     return {"complete": done, "sizes": sizes, "lr_max_iter": args.lr_max_iter,
             "samplers": args.samplers, "fit_samplers": args.fit_samplers,
             "features": args.features, "conf": ["conf/local.yaml", *args.conf],
@@ -431,13 +432,22 @@ def report_extra(args, sizes, results, done: bool) -> dict:
             "disk_mib": {str(n): disk_mib(ROOT / str(n)) for n in sizes}}
 
 
-def write(args, sizes, results, started, done: bool) -> dict:
+def write(args, results, started, done: bool) -> dict:
     if done:
-        return common.write_report(args, NAME, results, report_extra(args, sizes, results, True),
+        return common.write_report(args, NAME, results, report_extra(args, results, True),
                                    started)
     with contextlib.redirect_stdout(io.StringIO()):     # partial report: no "wrote" line
-        return common.write_report(args, NAME, results,
-                                   report_extra(args, sizes, results, False), started)
+        return common.write_report(args, NAME, results, report_extra(args, results, False),
+                                   started)
+
+
+def kept_rows(out: str, redo: set[tuple[int, str]]) -> list[dict]:
+    """--merge: the rows of the report already at `out` for (size, step) pairs this run does
+    not redo, so 1M, 3M and 9M can run in separate calls and still give linearity."""
+    path = Path(out)
+    if not path.is_file():
+        return []
+    return [r for r in json.loads(path.read_text())["results"] if (r["size"], r["key"]) not in redo]
 
 
 def parse(argv: list[str] | None):
@@ -461,6 +471,9 @@ def parse(argv: list[str] | None):
                    help="extra override for every stage (after the bench's own)")
     p.add_argument("--reuse", action="store_true",
                    help="no --force: a stage whose output is up to date is skipped (reused=true)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows already in --out for sizes and steps this run does not "
+                        "redo (run the sizes in separate calls, report them together)")
     p.add_argument("--clean-after", action="store_true",
                    help="delete a size's stage outputs after it (logs, event logs, JSON kept)")
     p.add_argument("--scan", action="store_true", help=argparse.SUPPRESS)
@@ -496,7 +509,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     sizes = ([int(x) for x in args.sizes.split(",")] if args.sizes
              else list(QUICK_SIZES if args.quick else SIZES))
     steps = plan(args.stages, args.samplers, args.fit_samplers, args.features, args.lr_max_iter)
+    previous = (kept_rows(args.out, {(n, step.key) for n in sizes for step in steps})
+                if args.merge else [])
     results: list[dict] = []
+
+    def all_rows() -> list[dict]:
+        return sorted(previous + results, key=lambda r: r["size"])   # stable: run order kept
+
     for rows in sizes:
         failed: set[str] = set()
         for step in steps:
@@ -516,32 +535,37 @@ def main(argv: list[str] | None = None) -> dict | None:
                      if row.get("seconds") is not None else "")
                   + (f", jvm {row['peak_jvm_mib']:,.0f} MiB" if row.get("peak_jvm_mib") else ""),
                   flush=True)
-            write(args, sizes, results, started, done=False)
+            write(args, all_rows(), started, done=False)
         if args.clean_after:
             for folder in OUTPUT_FOLDERS:
                 shutil.rmtree(ROOT / str(rows) / folder, ignore_errors=True)
+    report = write(args, all_rows(), started, done=True)
+    print_tables(report)
+    return report
+
+
+def print_tables(report: dict) -> None:
+    results = report["results"]
     table(results, TIME_COLUMNS, "scale: time, rows and memory per stage and size "
-                                              "(seconds = the stage's own, wall_s = the process)")
-    table(results, SPARK_COLUMNS, "scale: Spark event log per stage and size (skew = "
-                                               "the worst Spark stage with >= 8 tasks)")
+                                 "(seconds = the stage's own, wall_s = the process)")
+    table(results, SPARK_COLUMNS, "scale: Spark event log per stage and size (skew = the worst "
+                                  "Spark stage with >= 8 tasks)")
     lr_rows = [r for r in results if r["stage"] == "train-lr" and r.get("rc") == 0]
     if lr_rows:
-        table(lr_rows, ["size", "cell", "rows_in", "iterations", "fit_seconds",
-                                     "s_per_iter", "score"], "train-lr (MLlib)")
-    report = write(args, sizes, results, started, done=True)
+        table(lr_rows, ["size", "cell", "rows_in", "iterations", "fit_seconds", "s_per_iter",
+                        "score"], "train-lr (MLlib)")
     if report["linearity"]:
         table(report["linearity"],
-                           ["stage", "cell", "small", "large", "s_per_mrow_small",
-                            "s_per_mrow_large", "linearity", "linearity_per_iter",
-                            "jvm_peak_ratio", "jvm_heap_ratio", "meets_target"],
-                           f"linearity (target <= {TARGET_LINEARITY}; memory ratios: flat = 1)")
+              ["stage", "cell", "small", "large", "s_per_mrow_small", "s_per_mrow_large",
+               "linearity", "linearity_per_iter", "jvm_peak_ratio", "jvm_heap_ratio",
+               "meets_target"], f"linearity (target <= {TARGET_LINEARITY}; memory ratios: flat = 1)")
     if report["sample_vs_scan"]:
         table(report["sample_vs_scan"],
-                           ["size", "sampler", "sample_s", "scan_s", "copy_s",
-                            "sample_over_scan", "sample_over_copy", "meets_target"],
-                           f"sample vs a plain Parquet scan (target <= {TARGET_SAMPLE_OVER_SCAN}x)")
-    print(f"disk: { {k: v for k, v in report['disk_mib'].items()} } MiB under {ROOT}")
-    return report
+              ["size", "sampler", "sample_s", "scan_s", "copy_s", "sample_over_scan",
+               "sample_over_copy", "meets_target"],
+              f"sample vs a plain Parquet scan (target <= {TARGET_SAMPLE_OVER_SCAN}x)")
+    print("\ndisk under out/bench/scale (MiB): "
+          + ", ".join(f"{n}: {v:,.0f}" for n, v in report["disk_mib"].items() if v is not None))
 
 
 if __name__ == "__main__":

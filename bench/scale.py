@@ -514,7 +514,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     results: list[dict] = []
 
     def all_rows() -> list[dict]:
-        return sorted(previous + results, key=lambda r: r["size"])   # stable: run order kept
+        # by size, then pipeline order (stable: cells keep their run order)
+        return sorted(previous + results, key=lambda r: (r["size"], STAGES.index(r["stage"])))
 
     for rows in sizes:
         failed: set[str] = set()

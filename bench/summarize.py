@@ -21,6 +21,10 @@ COLUMNS = {
                        "study_load_seconds"],
     "lr": ["rows", "engine", "fit_seconds", "seconds", "iterations", "score", "peak_mib"],
     "demo_stages": ["stage", "seconds", "manifest_seconds", "runs", "rc"],
+    "scale": ["size", "stage", "cell", "rc", "wall_s", "seconds", "rows_in", "rows_out",
+              "rows_per_s", "peak_jvm_mib", "jvm_heap_peak_mib", "shuffle_read_mib",
+              "shuffle_write_mib", "spill_disk_mib", "tasks", "time_skew", "rows_skew",
+              "longest_task_s"],
     "gpu": ["case", "device", "lstm_runtime", "rows", "samples_per_s", "samples_per_s_steady",
             "epoch_hours_projected"],
 }

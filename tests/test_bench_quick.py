@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 TOP_KEYS = {"benchmark", "quick", "repeats", "command", "machine_start", "machine_end", "results"}
 
 
-def run_quick(name: str, tmp_path: Path) -> dict:
+def run_quick(name: str, tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / f"{name}.json"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), "--quick",
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                           "--out", str(out), *extra], cwd=REPO, capture_output=True, text=True,
                           timeout=850)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -102,6 +102,32 @@ def test_demo_stages(tmp_path):
     for row in report["results"]:
         assert row["rc"] == [0], row["error_tail"]
         positive(row, "seconds")
+
+
+def test_scale(tmp_path):
+    # One size and the stages up to sample (5 processes, ≈1–2 min): the whole --quick run
+    # (2 sizes × 13 processes) is too long for the suite; docs/scale.md has its command.
+    report = run_quick("scale", tmp_path, "--sizes", "2000", "--samplers", "random_under",
+                       "--stages", "make-corpus,ingest,prepare,scan,sample")
+    assert report["complete"] is True
+    assert [(r["stage"], r["cell"]) for r in report["results"]] == [
+        ("make-corpus", ""), ("ingest", ""), ("prepare", ""), ("scan", "train"),
+        ("sample", "random_under")]
+    for row in report["results"]:
+        assert row["rc"] == 0, row.get("error_tail")
+        positive(row, "wall_s", "seconds", "rows_out", "rows_per_s", "peak_jvm_mib",
+                 "peak_python_mib", "tasks", "longest_task_s")
+        assert row["spark"]["stages"], row["key"]        # the event log was written and read
+    by = {r["stage"]: r for r in report["results"]}
+    assert by["make-corpus"]["rows_out"] == 2000
+    assert by["ingest"]["rows_in"] == 2000
+    # each stage's rows in are the rows its upstream published
+    assert by["prepare"]["rows_in"] == by["ingest"]["rows_out"]
+    assert by["sample"]["rows_in"] == by["scan"]["rows_in"] < by["prepare"]["rows_out"]
+    positive(by["ingest"], "shuffle_write_mib")
+    [vs] = report["sample_vs_scan"]
+    positive(vs, "sample_over_scan", "sample_over_copy")
+    assert report["linearity"] == []                     # one size: nothing to compare
 
 
 @pytest.mark.skipif(not (REPO / "bench" / "gpu_smoke.py").exists(), reason="no gpu_smoke.py")

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from starscale.clean import NEGATIONS, STOPWORDS, clean_column, clean_text, lemma
+from starscale.clean import (NEGATIONS, STOPWORDS, clean_column, clean_text, lemma,
+                             with_clean_text)
 from tests.conftest import REAL_DATA
 
 SW, LEM = "remove_stopwords", "lemmatize"
@@ -136,4 +137,10 @@ def test_spark_agrees_with_python(spark):
             if row[f"c{k}"] != expected:
                 mismatches.append((texts[row["i"]], (sw, lem), row[f"c{k}"], expected))
     assert mismatches == []
+    # the DataFrame form (guarded steps, entity UDF only on rows with '&') gives the same
+    nulls = spark.createDataFrame([(len(texts), None)], "i int, body string")
+    for sw, lem in FLAG_SETS:
+        got = {r["i"]: r["text"] for r in
+               with_clean_text(frame.unionByName(nulls), "body", ["i"], sw, lem).collect()}
+        assert got == {i: clean_text(t, sw, lem) for i, t in enumerate(texts + [None])}
 

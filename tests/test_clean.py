@@ -8,7 +8,7 @@ import random
 import pytest
 
 from starscale.clean import NEGATIONS, STOPWORDS, clean_column, clean_text, lemma
-from tests.conftest import REAL_DATA
+from tests.helpers import REAL_DATA
 
 SW, LEM = "remove_stopwords", "lemmatize"
 

@@ -162,6 +162,30 @@ def save_lstm(folder: str, model_file: str, vocab_file: str, config: dict) -> st
     return target
 
 
+def lstm_text_settings(model_file: str, encode_dir: str, max_len: int, padding: str,
+                       truncating: str) -> tuple[list[str], int, str, str]:
+    """How a saved LSTM encodes text: (vocabulary, max_len, padding, truncating) from its bundle
+    (vocab.txt, config.json); the encode folder's vocab.txt and the given settings otherwise."""
+    from starscale.encode import load_vocab
+    from starscale.lstm import CONFIG_FILE, VOCAB_FILE
+    folder = os.path.dirname(model_file)
+    vocab_file = os.path.join(folder, VOCAB_FILE)
+    if not os.path.isfile(vocab_file):
+        vocab_file = os.path.join(storage.local_path(encode_dir), layout.VOCAB)
+    if not os.path.isfile(vocab_file):
+        raise ValueError(f"{model_file}: no vocab.txt beside the model nor in {encode_dir}")
+    with open(vocab_file) as fh:
+        vocab = load_vocab(fh.read(), vocab_file)
+    settings = {"max_len": max_len, "padding": padding, "truncating": truncating}
+    config_file = os.path.join(folder, CONFIG_FILE)
+    if os.path.isfile(config_file):
+        with open(config_file) as fh:
+            saved = json.load(fh)
+        for source in (saved, saved.get("encode") or {}):
+            settings.update({k: source[k] for k in settings if k in source})
+    return vocab, int(settings["max_len"]), settings["padding"], settings["truncating"]
+
+
 def lstm_proba(model, ids: np.ndarray, batch_size: int) -> np.ndarray:
     """(n, 5) class probabilities of token-id rows (n, max_len): the one Keras predict call."""
     if len(ids) == 0:

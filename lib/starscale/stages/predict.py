@@ -21,7 +21,6 @@ runs) and calls Keras, loading the model once per executor Python process.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -132,29 +131,6 @@ def score_lr(spark, reviews: DataFrame, model_dir: str, encode_dir: str | None) 
                          (F.col("pred") + 1).cast("int").alias("pred_star"), "proba")
 
 
-def _lstm_text_settings(model_file: str, cfg: Config) -> tuple[list[str], int, str, str]:
-    """Vocabulary and padding of a saved LSTM: its bundle (vocab.txt, config.json) or cfg.encode."""
-    from starscale.encode import load_vocab
-    from starscale.lstm import CONFIG_FILE, VOCAB_FILE
-    folder = os.path.dirname(model_file)
-    vocab_file = os.path.join(folder, VOCAB_FILE)
-    if not os.path.isfile(vocab_file):
-        vocab_file = os.path.join(storage.local_path(cfg.encode_dir()), layout.VOCAB)
-    if not os.path.isfile(vocab_file):
-        raise ValueError(f"{model_file}: no vocab.txt beside the model nor in {cfg.encode_dir()}")
-    with open(vocab_file) as fh:
-        vocab = load_vocab(fh.read(), vocab_file)
-    settings = {"max_len": cfg.encode.max_len, "padding": cfg.encode.padding,
-                "truncating": cfg.encode.truncating}
-    config_file = os.path.join(folder, CONFIG_FILE)
-    if os.path.isfile(config_file):
-        with open(config_file) as fh:
-            saved = json.load(fh)
-        for source in (saved, saved.get("encode") or {}):
-            settings.update({k: source[k] for k in settings if k in source})
-    return vocab, int(settings["max_len"]), settings["padding"], settings["truncating"]
-
-
 def score_lstm(reviews: DataFrame, model_file: str, vocab: list[str], max_len: int,
                padding: str, truncating: str, batch_size: int) -> DataFrame:
     """review_id, star, text → review_id, star, pred_star, proba with a saved Keras LSTM.
@@ -253,7 +229,9 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             predictions = score_lr(spark, reviews, model_dir, encode_dir)
         else:
             model_file = model_store.find_lstm_file(model_dir)
-            vocab, max_len, padding, truncating = _lstm_text_settings(model_file, cfg)
+            vocab, max_len, padding, truncating = model_store.lstm_text_settings(
+                model_file, cfg.encode_dir(), cfg.encode.max_len, cfg.encode.padding,
+                cfg.encode.truncating)
             predictions = score_lstm(reviews, model_file, vocab, max_len, padding, truncating,
                                      pcfg.batch_size)
         counts = _write_counted(spark, staging, path, predictions, quarantine)

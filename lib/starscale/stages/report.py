@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 from starscale import layout, report, results, storage
 from starscale.config import Config
@@ -36,11 +35,11 @@ def collect_manifests(spark, output_dir: str) -> dict[str, dict]:
     found: dict[str, dict] = {}
 
     def walk(rel: str, depth: int) -> None:
-        for name in storage.list_dirs(spark, os.path.join(output_dir, rel) if rel else output_dir):
+        for name in storage.list_dirs(spark, layout.join(output_dir, rel) if rel else output_dir):
             child = f"{rel}/{name}" if rel else name
             if not rel and name in SKIP_FOLDERS:
                 continue
-            manifest = storage.read_manifest(spark, os.path.join(output_dir, child))
+            manifest = storage.read_manifest(spark, layout.join(output_dir, child))
             if manifest is not None:
                 found[child] = manifest
             elif depth < MAX_DEPTH:

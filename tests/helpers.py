@@ -20,10 +20,9 @@ REAL_DATA = REPO.parent / "shared" / "data" / "amazon_reviews_us_Digital_Softwar
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Test-only Spark settings, layered over conf/local.yaml's spark section (the real local-mode
-# configuration): a fixed session time zone so date tests do not depend on the host's, no
-# console progress bars in pytest's output, and only errors in the log.
+# configuration, on base.yaml's): no console progress bars in pytest's output, and only
+# errors in the log.
 TEST_ONLY_SPARK_CONF = {
-    "spark.sql.session.timeZone": "UTC",
     "spark.ui.showConsoleProgress": "false",
 }
 TEST_ONLY_LOG_LEVEL = "ERROR"

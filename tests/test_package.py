@@ -10,9 +10,9 @@ from tests.helpers import build_package, spark_submit_command, submit_env
 PROBE = '''
 import json, starscale
 from starscale.config import load_config
-from pyspark.sql import SparkSession
+from starscale.spark import build_session
 cfg = load_config()
-spark = SparkSession.builder.getOrCreate()
+spark = build_session(cfg.spark, "package-probe")   # spark.master null: spark-submit's
 # executors import starscale too: from the same zip, shipped by --py-files
 where = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("starscale").__file__).collect()
 print("PROBE " + json.dumps({"driver": starscale.__file__, "executor": where[0],

@@ -210,7 +210,7 @@ def launch_horovodrun(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
         raise ValueError(f"train.launcher=horovodrun needs a local checkpoints dir, got "
                          f"{args.ckpt_dir}")
     os.makedirs(local, exist_ok=True)
-    args_path = os.path.join(local, RUN_ARGS_FILE)
+    args_path = layout.join(local, RUN_ARGS_FILE)
     with open(args_path, "w") as fh:
         json.dump(args.to_json(), fh)
     result_path = result_file(args_path)

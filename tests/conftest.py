@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.helpers import REAL_DATA, make_config, spark_test_config
+from tests.helpers import REPO  # noqa: F401  (tests on main still import REPO from here)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -20,6 +20,12 @@ SUMMARY_KEYS = ("run_id", "model_kind", "engine", "tag", "test_rows", "score", "
                 "macro_f1", "ci", "output")
 
 
+def default_model_dir(cfg: Config, kind: str) -> str:
+    """Transitional alias of layout.model_dir, only for bench/scale.py (on main), which imports
+    it from here; delete it once bench/scale.py asks layout.stage_output for its folders."""
+    return layout.model_dir(cfg, kind)
+
+
 def run(spark, cfg: Config, force: bool = False) -> dict:
     """Score the saved model on encode/<tag>'s test split; publish metrics; append a results row."""
     kind = cfg.evaluate.model

@@ -124,6 +124,23 @@ def test_balanced_class_weights_match_sklearn():
     np.testing.assert_allclose(class_weight_list(np.bincount(y)), expected)
 
 
+def test_balanced_class_weights_with_an_absent_class_match_sklearn():
+    """sklearn's 'balanced' over the classes present (train_lstm's old copy divided by 5 always);
+    the absent label gets 1.0, never used."""
+    from sklearn.utils.class_weight import compute_class_weight
+    from starscale.encode import balanced_class_weights as encode_weights
+    from starscale.resample import balanced_class_weights
+    from starscale.training.data import class_weight_list
+
+    y = np.array([0] * 10 + [2] * 20 + [3] * 15 + [4] * 50)          # no 2-star rows
+    present = np.array([0, 2, 3, 4])
+    expected = compute_class_weight("balanced", classes=present, y=y)
+    got = class_weight_list(np.bincount(y, minlength=5))
+    np.testing.assert_allclose([got[k] for k in present], expected)
+    assert got[1] == 1.0
+    assert encode_weights is balanced_class_weights                  # one definition
+
+
 def _write_shard(path: Path, n: int, seed: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -91,13 +91,16 @@ full-data-train: setup package
 	PYSPARK_DRIVER_PYTHON=$(BIN)/python $(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
 		--py-files dist/starscale.zip jobs/experiment.py --conf $(CONF) $(ARGS)
 
+# DIST / PACKAGE_BUILD: where the zip and its staging folder go (tests build into their own).
+DIST ?= dist
+PACKAGE_BUILD ?= build/package
 package: setup
-	rm -rf build/package dist/starscale.zip && mkdir -p build/package dist
-	cp -r lib/starscale build/package/starscale
-	mkdir -p build/package/starscale/conf && cp conf/*.yaml build/package/starscale/conf/
-	find build/package -name __pycache__ -prune -exec rm -rf {} +
-	cd build/package && $(BIN)/python -m zipfile -c ../../dist/starscale.zip starscale
-	@echo "dist/starscale.zip (for spark-submit --py-files)"
+	rm -rf $(PACKAGE_BUILD) $(DIST)/starscale.zip && mkdir -p $(PACKAGE_BUILD) $(DIST)
+	cp -r lib/starscale $(PACKAGE_BUILD)/starscale
+	mkdir -p $(PACKAGE_BUILD)/starscale/conf && cp conf/*.yaml $(PACKAGE_BUILD)/starscale/conf/
+	find $(PACKAGE_BUILD) -name __pycache__ -prune -exec rm -rf {} +
+	cd $(PACKAGE_BUILD) && $(BIN)/python -m zipfile -c $(abspath $(DIST))/starscale.zip starscale
+	@echo "$(DIST)/starscale.zip (for spark-submit --py-files)"
 
 clean:
 	rm -rf out build dist report spark-warehouse .pytest_cache

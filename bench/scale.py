@@ -134,14 +134,8 @@ def step_config(step: Step, rows: int, confs: list[str], user_sets: list[str]):
 
 def output_of(step: Step, cfg) -> str | None:
     """The folder the step publishes (holding its _MANIFEST.json); None for the scan."""
-    from starscale.stages.evaluate import default_model_dir
-    return {"make-corpus": lambda: cfg.stage_dir("corpus"),
-            "ingest": lambda: cfg.stage_dir("ingest"),
-            "prepare": lambda: cfg.stage_dir("prepare"),
-            "sample": lambda: os.path.join(cfg.stage_dir("sample"), cfg.sample_tag()),
-            "encode": cfg.encode_dir,
-            "train-lr": lambda: default_model_dir(cfg, "lr"),
-            "scan": lambda: None}[step.stage]()
+    from starscale import layout
+    return None if step.stage == "scan" else layout.stage_output(step.stage, cfg)
 
 
 def rows_of(stage: str, manifest: dict) -> tuple[int | None, int | None]:

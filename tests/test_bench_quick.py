@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 TOP_KEYS = {"benchmark", "quick", "repeats", "command", "machine_start", "machine_end", "results"}
 
 

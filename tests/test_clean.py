@@ -9,7 +9,7 @@ import pytest
 
 from starscale.clean import (NEGATIONS, STOPWORDS, clean_column, clean_text, lemma,
                              with_clean_text)
-from tests.conftest import REAL_DATA
+from tests.helpers import REAL_DATA
 
 SW, LEM = "remove_stopwords", "lemmatize"
 

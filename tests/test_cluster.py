@@ -13,16 +13,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO, build_package, make_config, spark_submit_command, submit_env
 
 # The same data and model settings in both modes (tiny: 2 cores shared by several people).
 PIPELINE = [
@@ -42,11 +40,12 @@ PIPELINE = [
 DATA_STAGES = ["make-corpus", "ingest", "prepare", "sample", "encode"]
 
 # The driver program spark-submit runs: the listed stages in one application (one session),
-# each through cli.run_stage like jobs/<stage>.py. train-lstm pins Horovod's driver-side servers
+# each through pipeline.runner.run_stage like jobs/<stage>.py. train-lstm pins Horovod's driver-side servers
 # to train.bind_host (the executor side is pinned by the daemon module in conf/standalone.yaml).
 DRIVER = '''
 import json, sys
 from starscale import cli
+from starscale.pipeline.runner import run_stage
 from starscale.config import load_config
 from starscale.spark import build_session
 stages = sys.argv[1].split(",")
@@ -57,7 +56,7 @@ cfg = load_config(conf, sets)
 spark = build_session(cfg.spark, "cluster-test")
 print("APP " + spark.sparkContext.applicationId, flush=True)
 for stage in stages:
-    summary = cli.run_stage(stage, cfg, spark=spark)
+    summary = run_stage(stage, cfg, spark=spark)
     print("SUMMARY " + json.dumps(cli._brief(summary), default=str), flush=True)
 spark.stop()
 '''
@@ -85,29 +84,30 @@ def standalone(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def code_zip(tmp_path_factory) -> Path:
-    """The --py-files zip, laid out like `make package` (built here: dist/ is shared)."""
-    out = tmp_path_factory.mktemp("zip") / "starscale.zip"
-    pkg = REPO / "lib" / "starscale"
-    with zipfile.ZipFile(out, "w") as zf:
-        for path in sorted(pkg.rglob("*.py")):
-            zf.write(path, "starscale/" + str(path.relative_to(pkg)))
-        for path in sorted((REPO / "conf").glob("*.yaml")):
-            zf.write(path, f"starscale/conf/{path.name}")
-    return out
+    """The --py-files zip, built by `make package` (into a temporary dist: dist/ is shared)."""
+    return build_package(tmp_path_factory.mktemp("zip"))
+
+
+def _driver_command(master: str, code_zip: Path, tmp: Path, stages: list[str], conf_file: Path,
+                    sets: list[str], *, driver_memory: str,
+                    conf: dict[str, str] | None = None) -> list[str]:
+    """The one spark-submit of the DRIVER: the stages, the overlay and --set items."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    driver = tmp / "driver.py"
+    driver.write_text(DRIVER)
+    script_args = [",".join(stages), "--conf", str(conf_file)]
+    for item in sets:
+        script_args += ["--set", item]
+    return spark_submit_command(master, code_zip, driver, *script_args, conf=conf,
+                                driver_memory=driver_memory)
 
 
 def submit(cluster_cfg, url: str, code_zip: Path, tmp: Path, stages: list[str], sets: list[str],
            *, extra_env: dict | None = None, timeout_s: int = 600, wait: bool = True):
     """spark-submit the DRIVER with conf/standalone.yaml against the test cluster."""
-    driver = tmp / "driver.py"
-    driver.write_text(DRIVER)
-    args = [str(Path(sys.executable).parent / "spark-submit"), "--master", url,
-            "--driver-memory", "1g", "--py-files", str(code_zip)]
-    args += [str(driver), ",".join(stages), "--conf", str(REPO / "conf" / "standalone.yaml")]
-    for item in sets:
-        args += ["--set", item]
-    env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": cluster_cfg.host, "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
+    args = _driver_command(url, code_zip, tmp, stages, REPO / "conf" / "standalone.yaml", sets,
+                           driver_memory="1g")
+    env = submit_env(SPARK_LOCAL_IP=cluster_cfg.host, **(extra_env or {}))
     env.pop("PYSPARK_PYTHON", None)        # the executors' Python comes from spark.python
     log = open(tmp / f"submit-{'_'.join(stages)}-{time.time():.0f}.log", "w+")
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -152,20 +152,13 @@ def summaries(output: str) -> dict[str, dict]:
 def run_local(code_zip: Path, tmp: Path, stages: list[str], sets: list[str]):
     """The same stages in local mode (local[2], conf/local.yaml) through spark-submit too, with
     every listener on 127.0.0.1. Returns (config, {stage: summary})."""
-    from tests.conftest import make_config
     cfg = make_config(tmp, *sets)
-    driver = tmp / "driver.py"
-    tmp.mkdir(parents=True, exist_ok=True)
-    driver.write_text(DRIVER)
-    args = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]",
-            "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
-            "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.driver.host=127.0.0.1",
-            "--py-files", str(code_zip), str(driver), ",".join(stages),
-            "--conf", str(REPO / "conf" / "local.yaml"), "--set", f"run.output_dir={cfg.run.output_dir}"]
-    for item in sets:
-        args += ["--set", item]
-    env = {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = _driver_command("local[2]", code_zip, tmp, stages, REPO / "conf" / "local.yaml",
+                           [f"run.output_dir={cfg.run.output_dir}", *sets], driver_memory="2g",
+                           conf={"spark.ui.enabled": "false",
+                                 "spark.driver.bindAddress": "127.0.0.1",
+                                 "spark.driver.host": "127.0.0.1"})
+    env = submit_env(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return cfg, summaries(proc.stdout)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from starscale.config import load_config
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _load(tmp_path, overlay: str | None = None, *overrides: str):

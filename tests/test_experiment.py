@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from starscale import experiment, results, storage
+from starscale import results, storage
+from starscale.pipeline import plan as experiment
+from starscale.pipeline import tracking
 from starscale.cli import force_value
 from starscale.stages import experiment as experiment_stage
-from tests.conftest import REPO, make_config
-from tests.test_report import PNG_MAGIC, _html_tables, _md_tables
+from tests.helpers import PNG_MAGIC, REPO, make_config
+from tests.helpers import html_tables as _html_tables
+from tests.helpers import md_tables as _md_tables
 
 # ~3,500 reviews: train ≈ 2,800 rows, so the ladder sizes below are real subsets.
 TINY = [
@@ -198,15 +201,16 @@ def test_killed_experiment_resumes(spark, tmp_path):
     cmd = [sys.executable, "-m", "starscale", "experiment", "--conf", str(REPO / "conf" / "local.yaml"),
            *[a for o in overrides for a in ("--set", o)], "--set",
            "spark.conf.spark.ui.showConsoleProgress='false'"]
-    results_file = tmp_path / "out" / "results" / results.RESULTS_PARQUET
+    models = tmp_path / "out" / "models"
     log = open(tmp_path / "experiment.log", "w")
     # Own process group: the kill takes the job and its Spark JVM together (test_stage_kill.py).
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         deadline = time.time() + 600
-        # the first train-lr has published its model and appended its results row
-        while not results_file.exists():
+        # the first train-lr has appended its results row and then published its model (the
+        # row is written first: a published model always has its row)
+        while not list(models.glob("lr_*/*/_MANIFEST.json")):
             assert proc.poll() is None, (tmp_path / "experiment.log").read_text()[-3000:]
             assert time.time() < deadline
             time.sleep(0.2)
@@ -301,7 +305,7 @@ def test_progress_line_and_summary_table():
            "encode.tfidf_hashed": True, "score": 0.5, "recall_1": 0.2, "fit_seconds": 3,
            "run_id": "x", "lr.C": 1.0, "stopped_early": True}
     assert experiment.run_label(row) == "lr_mllib hash1048576"
-    assert experiment.mlflow_metrics(row) == {"score": 0.5, "recall_1": 0.2, "fit_seconds": 3.0}
-    assert experiment.mlflow_params(row) == {"model": "lr", "engine": "mllib", "lr.C": "1.0",
+    assert tracking.mlflow_metrics(row) == {"score": 0.5, "recall_1": 0.2, "fit_seconds": 3.0}
+    assert tracking.mlflow_params(row) == {"model": "lr", "engine": "mllib", "lr.C": "1.0",
                                              "encode.tfidf_features": "1048576",
                                              "encode.tfidf_hashed": "True"}

@@ -16,27 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-MAX_LEN = 10
+from tests.helpers import REPO, make_config, synthetic_rows
+
 VOCAB = ["<pad>", "<oov>"] + [f"w{i}" for i in range(38)]      # ids 0..39
 
 TINY = ["lstm.embedding_dim=16", "lstm.units=8", "lstm.batch_size=32", "lstm.shuffle_buffer=256",
         "lstm.learning_rate=0.01", "encode.max_len=10", "sample.size=full",
         "sample.method=random_under", "evaluate.bootstrap=20", "train.start_timeout_s=120",
         "train.stall_timeout_s=120", "lstm.early_stopping_patience=0"]
-
-
-def synthetic_rows(n: int, seed: int, prefix: str) -> dict:
-    """n rows: label c (stars 1..5, skewed mix) has signal tokens 2+6c..7+6c at half the
-    positions, noise tokens 32..39 elsewhere."""
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(5, size=n, p=[0.1, 0.1, 0.2, 0.2, 0.4])
-    ids = rng.integers(32, 40, size=(n, MAX_LEN))
-    signal_pos = rng.random((n, MAX_LEN)) < 0.5
-    signal_tok = 2 + 6 * labels[:, None] + rng.integers(0, 6, size=(n, MAX_LEN))
-    ids = np.where(signal_pos, signal_tok, ids).astype(np.int32)
-    return {"review_id": [f"{prefix}{seed}-{i}" for i in range(n)], "label": labels.astype(np.int32),
-            "weight": np.ones(n), "ids": ids}
 
 
 def write_encode(spark, cfg, train_shard_rows: list[int], val_rows: int = 128,
@@ -149,7 +136,6 @@ def _cli(cfg_args: list[str]) -> list[str]:
 
 def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(spark, tmp_path):
     from starscale import lstm
-    from tests.conftest import make_config
 
     common = [*TINY, "train.launcher=local", "train.workers=1", "encode.shards=1", "lstm.epochs=3",
               "lstm.deterministic=true", "evaluate.bootstrap=0"]
@@ -190,25 +176,26 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(spark,
 
 # --------------------------------------------------------------------------- NaN and stall
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(spark, config_factory):
-    from starscale import hvd_train, lstm
+    from starscale import layout, lstm
+    from starscale.training.watchdog import TrainingFailed
     from starscale.stages import train_lstm
 
     cfg = tiny_cfg(config_factory, "train.launcher=local", "train.workers=1", "encode.shards=1",
                    "lstm.epochs=3")
     write_encode(spark, cfg, [256])                      # 8 steps per epoch
-    with pytest.raises(hvd_train.TrainingFailed, match=r"NaN loss at epoch 2 batch 3 on rank 0"):
+    with pytest.raises(TrainingFailed, match=r"NaN loss at epoch 2 batch 3 on rank 0"):
         train_lstm.run(spark, cfg, hooks={"nan_at_step": 8 + 3})
-    ckpt = Path(train_lstm.paths(cfg)["checkpoints"])
+    ckpt = Path(layout.checkpoints_dir(cfg)).resolve()
     state = json.loads((ckpt / "state.json").read_text())
     assert state["completed_epochs"] == 1 and state["model_file"] == "epoch-0001.keras"
     model = lstm.load_model(str(ckpt / "epoch-0001.keras"))
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert "NaN loss at epoch 2 batch 3" in json.loads((ckpt / "_FAILURE.json").read_text())["message"]
-    assert not Path(train_lstm.paths(cfg)["output"]).exists()
+    assert not Path(layout.model_dir(cfg, "lstm")).exists()
 
 
 def test_watchdog_turns_a_stall_into_a_failure():
-    from starscale.hvd_train import Stalled, Watchdog
+    from starscale.training.watchdog import Stalled, Watchdog
 
     dog = Watchdog(1.0, hard_exit=False, where="rank 0/1").start()
     try:
@@ -223,15 +210,15 @@ def test_watchdog_turns_a_stall_into_a_failure():
 
 
 def test_failure_watch_aborts_only_after_a_recorded_failure_and_the_grace(tmp_path):
-    from starscale import hvd_train
-    from starscale.stages.train_lstm import FailureWatch
+    from starscale.training.checkpoints import write_failure
+    from starscale.training.launch import FailureWatch
 
     aborted = []
     with FailureWatch(str(tmp_path), 0.5, lambda: aborted.append(1), "job cancelled",
                       poll_s=0.05) as watch:
         time.sleep(0.8)                      # no failure recorded: nothing happens
         assert not aborted and watch.fired is None
-        hvd_train._write_failure(str(tmp_path), "rank 1: boom", 1)
+        write_failure(str(tmp_path), "rank 1: boom", 1)
         for _ in range(200):
             if aborted:
                 break

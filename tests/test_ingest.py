@@ -15,8 +15,8 @@ import pytest
 
 from starscale import ingest
 from starscale.stages import ingest as stage
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 HEADER = ("marketplace\tcustomer_id\treview_id\tproduct_id\tproduct_parent\tproduct_title\t"
           "product_category\tstar_rating\thelpful_votes\ttotal_votes\tvine\tverified_purchase\t"
           "review_headline\treview_body\treview_date")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from starscale.ingest import TSV_HEADER
 
 ROWS = 100_000

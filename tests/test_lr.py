@@ -22,7 +22,7 @@ from starscale.encode import OOV, PAD, tfidf_pipeline, vocab_text, with_token_id
 from starscale.stages import evaluate as evaluate_stage
 from starscale.stages import predict as predict_stage
 from starscale.stages import train_lr
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 TAG = "full_random_under_top4000"      # Config.encode_tag() of the test config
 SAMPLE_TAG = "full_random_under"

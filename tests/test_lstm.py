@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_hvd_train import MAX_LEN, synthetic_rows
+from tests.helpers import MAX_LEN, synthetic_rows
 
 
 def test_default_model_is_the_studys():
@@ -102,7 +102,7 @@ def test_save_bundle_and_load_model_safe_mode(tmp_path):
 
 
 def test_assign_shards_and_steps():
-    from starscale.hvd_train import assign_shards, steps_per_epoch
+    from starscale.training.data import assign_shards, steps_per_epoch
 
     assert assign_shards([0, 1], 0, 2) == [0] and assign_shards([0, 1], 1, 2) == [1]
     assert assign_shards([0, 1, 2, 3, 4], 1, 2) == [1, 3]
@@ -117,11 +117,28 @@ def test_assign_shards_and_steps():
 
 def test_balanced_class_weights_match_sklearn():
     from sklearn.utils.class_weight import compute_class_weight
-    from starscale.stages.train_lstm import balanced_class_weights
+    from starscale.training.data import class_weight_list
 
     y = np.array([0] * 10 + [1] * 5 + [2] * 20 + [3] * 15 + [4] * 50)
     expected = compute_class_weight("balanced", classes=np.arange(5), y=y)
-    np.testing.assert_allclose(balanced_class_weights(np.bincount(y)), expected)
+    np.testing.assert_allclose(class_weight_list(np.bincount(y)), expected)
+
+
+def test_balanced_class_weights_with_an_absent_class_match_sklearn():
+    """sklearn's 'balanced' over the classes present (train_lstm's old copy divided by 5 always);
+    the absent label gets 1.0, never used."""
+    from sklearn.utils.class_weight import compute_class_weight
+    from starscale.encode import balanced_class_weights as encode_weights
+    from starscale.resample import balanced_class_weights
+    from starscale.training.data import class_weight_list
+
+    y = np.array([0] * 10 + [2] * 20 + [3] * 15 + [4] * 50)          # no 2-star rows
+    present = np.array([0, 2, 3, 4])
+    expected = compute_class_weight("balanced", classes=present, y=y)
+    got = class_weight_list(np.bincount(y, minlength=5))
+    np.testing.assert_allclose([got[k] for k in present], expected)
+    assert got[1] == 1.0
+    assert encode_weights is balanced_class_weights                  # one definition
 
 
 def _write_shard(path: Path, n: int, seed: int) -> dict:
@@ -138,7 +155,7 @@ def _write_shard(path: Path, n: int, seed: int) -> dict:
 
 
 def test_train_batches_streams_epochs_reproducibly(tmp_path):
-    from starscale.hvd_train import count_rows, list_shards, train_batches
+    from starscale.training.data import count_rows, list_shards, train_batches
 
     seq = tmp_path / "sequences"
     rows = _write_shard(seq / "split=train" / "shard=0", 200, 9)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
 from starscale import results
 from starscale.stages import report as report_stage
+from tests.helpers import PNG_MAGIC
+from tests.helpers import html_tables as _html_tables
+from tests.helpers import md_tables as _md_tables
 
 PER_CLASS = 20          # test rows per star → 100 test rows
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # (model, size, sampler, k): k of the 20 rows of each star predicted right, the rest one star up;
 # then every recall and precision is k/20, so score = accuracy = macro F1 = k/20 (see _preds).
@@ -83,62 +84,6 @@ def _manifest(cfg, rel: str, data: dict) -> None:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "_MANIFEST.json"), "w") as fh:
         json.dump(data, fh)
-
-
-class _Tables(HTMLParser):
-    """{table id: [[header cells], [row cells], ...]} of an HTML page."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables: dict[str, list[list[str]]] = {}
-        self._id = None
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self._id = dict(attrs).get("id")
-            self.tables[self._id] = []
-        elif tag == "tr":
-            self._row = []
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th"):
-            self._row.append("".join(self._cell))
-            self._cell = None
-        elif tag == "tr":
-            self.tables[self._id].append(self._row)
-        elif tag == "table":
-            self._id = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def _html_tables(text: str) -> dict[str, list[dict[str, str]]]:
-    parser = _Tables()
-    parser.feed(text)
-    return {tid: [dict(zip(rows[0], r)) for r in rows[1:]] for tid, rows in parser.tables.items()}
-
-
-def _md_tables(text: str) -> dict[str, list[dict[str, str]]]:
-    out = {}
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = re.fullmatch(r"<!-- table: (\S+) -->", line)
-        if not m:
-            continue
-        header = [c.strip() for c in lines[i + 1].strip("|").split(" | ")]
-        rows = []
-        for body in lines[i + 3:]:
-            if not body.startswith("|"):
-                break
-            rows.append(dict(zip(header, [c.strip() for c in body[2:-2].split(" | ")])))
-        out[m.group(1)] = rows
-    return out
 
 
 def _check_results_table(parsed: list[dict[str, str]], written: list[dict]) -> None:

@@ -9,7 +9,7 @@ import time
 
 from starscale import storage
 from starscale.cli import run_stage
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _sorted_rows(spark, path):

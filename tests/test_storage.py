@@ -12,6 +12,7 @@ import time
 import pytest
 
 from starscale import storage
+from tests.helpers import REPO
 
 
 def _write_table(spark, rows):
@@ -82,9 +83,11 @@ def test_interrupted_swap_is_recovered(spark, tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    from pyspark.sql import SparkSession
+    sys.path.insert(0, sys.argv[3])           # the repo: tests.helpers
     from starscale import storage
-    spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+    from starscale.spark import build_session
+    from tests.helpers import spark_test_config
+    spark = build_session(spark_test_config("spark.master=local[1]"), "kill-test")
     out, marker = sys.argv[1], sys.argv[2]
     def write(staging):
         spark.createDataFrame([(i, "new") for i in range(100)], "id long, v string") \\
@@ -102,7 +105,7 @@ def test_kill_mid_write_leaves_previous_output(spark, tmp_path):
     marker = tmp_path / "written"
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), out, str(marker)],
+    proc = subprocess.Popen([sys.executable, str(script), out, str(marker), str(REPO)],
                             start_new_session=True)
     deadline = time.time() + 240
     while not marker.exists() and time.time() < deadline and proc.poll() is None:

@@ -1,33 +1,17 @@
 """Command line: `python -m starscale <stage> [options]` and `spark-submit jobs/<stage>.py [options]`.
 
-Both reach the same stage function run(spark, cfg, force) in starscale.stages.<module>.
-Config is loaded and validated before a SparkSession exists, so a bad key fails in a second.
+Parses arguments only: both reach pipeline.runner.run_stage, which runs the stage function
+run(spark, cfg, force) in starscale.stages.<module>. Config is loaded and validated before a
+SparkSession exists, so a bad key fails in a second.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import sys
-import time
 
-from starscale.config import Config, load_config
-
-# stage name → (module under starscale.stages, one-line description)
-STAGES: dict[str, tuple[str, str]] = {
-    "make-corpus": ("make_corpus", "generate a synthetic amazon_reviews_us TSV corpus"),
-    "ingest": ("ingest", "raw TSV / JSON lines → reviews Parquet + quarantine + manifest"),
-    "prepare": ("prepare", "clean text, dedupe, split train/validation/test, ladder ranks"),
-    "sample": ("sample", "resample the train split (under/over/class weights/adasyn)"),
-    "encode": ("encode", "vocabulary + token-id shards and TF-IDF features, fit on train"),
-    "train-lr": ("train_lr", "logistic-regression baseline (MLlib or scikit-learn) on TF-IDF"),
-    "train-lstm": ("train_lstm", "the LSTM with Horovod, each worker streaming its shard"),
-    "evaluate": ("evaluate", "score a saved model on the test split, append a results row"),
-    "experiment": ("experiment", "the whole grid: sizes × samplers × models, then the report"),
-    "predict": ("predict", "batch-score reviews with a saved model inside Spark"),
-    "report": ("report", "learning curves, sampling comparison, verdict → report/index.html + report.md"),
-}
+from starscale.config import load_config
+from starscale.pipeline.runner import STAGES, run_stage
 
 
 def _parser(stage: str | None = None) -> argparse.ArgumentParser:
@@ -50,21 +34,6 @@ def _parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def run_stage(stage: str, cfg: Config, force: bool = False, spark=None) -> dict:
-    """Import the stage, build (or reuse) the session, run it and return its summary."""
-    module = importlib.import_module(f"starscale.stages.{STAGES[stage][0]}")
-    if spark is None:
-        from starscale.spark import build_session
-        # A stage may ask for session settings (the experiment: console progress); config wins.
-        defaults = getattr(module, "SPARK_CONF_DEFAULTS", {})
-        spark_cfg = dataclasses.replace(cfg.spark, conf={**defaults, **cfg.spark.conf})
-        spark = build_session(spark_cfg, stage)
-    started = time.time()
-    summary = module.run(spark, cfg, force=force)
-    summary = {"stage": stage, "wall_seconds": round(time.time() - started, 2), **summary}
-    return summary
-
-
 def job_main(stage: str, argv: list[str] | None = None) -> dict:
     """Entry point of jobs/<stage>.py (spark-submit) and of `python -m starscale <stage>`."""
     args = _parser(stage).parse_args(argv)
@@ -85,7 +54,7 @@ def force_value(stage: str, force: bool | str) -> bool | str:
     if isinstance(force, bool) or force == stage:
         return bool(force)
     if stage == "experiment":
-        from starscale.experiment import forced_stages
+        from starscale.pipeline.plan import forced_stages
         forced_stages(force)             # ValueError for a name that is no stage of it
         return force
     raise ValueError(f"--force {force}: `{stage}` can only force itself (bare --force); "

@@ -140,11 +140,6 @@ def get_json(url: str, timeout_s: float = 5.0):
         return json.loads(resp.read().decode("utf-8"))
 
 
-def master_state(cfg: ClusterConfig) -> dict:
-    """The master's JSON status (workers, alive/dead, active and completed apps)."""
-    return get_json(f"http://{cfg.host}:{cfg.master_webui_port}/json/")
-
-
 def worker_state(cfg: ClusterConfig, index: int) -> dict:
     """One worker's JSON status; its "executors" list holds the running executors (appid, id)."""
     return get_json(f"http://{cfg.host}:{worker_webui_port(cfg, index)}/json/")

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from starscale import layout
+
 CONF_ENV = "STARSCALE_CONF_DIR"
 
 
@@ -317,7 +319,10 @@ class Config:
         return f"{self.sample_tag()}_{kind}{self.encode.tfidf_features}"
 
     def encode_dir(self) -> str:
-        return os.path.join(self.stage_dir("encode"), self.encode_tag())
+        return layout.encode_dir(self)
+
+    def sample_dir(self) -> str:
+        return layout.sample_dir(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -329,8 +334,8 @@ class Config:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def stage_dir(self, stage: str) -> str:
-        """Where a stage publishes: <run.output_dir>/<stage>."""
-        return os.path.join(self.run.output_dir, stage)
+        """Where a stage publishes: <run.output_dir>/<stage> (starscale.layout names the rest)."""
+        return layout.stage_dir(self.run.output_dir, stage)
 
 
 # --------------------------------------------------------------------------- loading
@@ -523,6 +528,7 @@ def load_config(conf_files: list[str] | None = None, overrides: list[str] | None
     return _build(Config, data, "")
 
 
-def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config from to_dict() output (e.g. shipped to a Horovod worker)."""
-    return _build(Config, data, "")
+def section_from_dict(cls: type, data: dict, path: str) -> Any:
+    """One validated config section (e.g. LSTMConfig) from its to_dict() form, for a process
+    that gets the section as JSON (a horovodrun rank)."""
+    return _build(cls, data, path)

@@ -19,6 +19,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+# The one definition of balanced class weights is resample's; the encode stage reads it here.
+from starscale.resample import balanced_class_weights  # noqa: F401
+
 PAD, OOV = "<pad>", "<oov>"
 PAD_ID, OOV_ID = 0, 1
 SIDES = ("pre", "post")
@@ -220,13 +223,6 @@ def hash_shards(df: DataFrame, seed: int, shards: int, id_col: str = "review_id"
     if shards < 1:
         raise ValueError(f"shards {shards}: must be >= 1")
     return df.withColumn("shard", F.pmod(_order_key(seed, id_col), F.lit(shards)).cast("int"))
-
-
-def balanced_class_weights(counts: Mapping[int, int]) -> dict[int, float]:
-    """sklearn compute_class_weight('balanced') from class → count: n / (classes × count)."""
-    present = {c: n for c, n in counts.items() if n > 0}
-    total = sum(present.values())
-    return {c: total / (len(present) * n) for c, n in sorted(present.items())}
 
 
 # --------------------------------------------------------------------------- TF-IDF

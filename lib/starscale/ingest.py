@@ -59,8 +59,6 @@ TSV_COLUMNS = ("marketplace", "customer_id", "review_id", "product_id", "product
 TSV_HEADER = "\t".join(TSV_COLUMNS)
 
 HEADER = "header"             # pseudo-reason of header lines: counted, never written
-REASONS = ("unreadable_bytes", "field_count", "bad_json", "missing_review_id", "bad_star",
-           "empty_body", "bad_date", "duplicate_review_id")
 STAR_PATTERN = r"^[1-5](\.0+)?$"
 
 REVIEWS_SCHEMA = T.StructType([

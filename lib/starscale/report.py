@@ -38,6 +38,8 @@ MANIFEST_SKIP = ("config", "inputs", "versions", "output", "complete")
 SAMPLERS = ("none", "random_under", "random_over", "class_weight", "adasyn")
 STARS = (1, 2, 3, 4, 5)
 PLOT_DPI = 110
+INDEX_HTML = "index.html"
+REPORT_MD = "report.md"
 
 
 @dataclass
@@ -413,6 +415,45 @@ def versions_table(own: Mapping[str, str], manifests: Mapping[str, dict]) -> Tab
 
 
 # --------------------------------------------------------------------------- the report
+class _Page:
+    """The report being written: files (PNG, JSON), tables by id, and the same content as HTML
+    parts and markdown lines."""
+
+    def __init__(self, title: str):
+        self.files: dict[str, bytes] = {}
+        self.tables: dict[str, Table] = {}
+        self.html: list[str] = []
+        self.md: list[str] = [f"# {title}", ""]
+
+    def section(self, heading: str, text: str = "") -> None:
+        self.html.append(f"<h2>{html.escape(heading)}</h2>")
+        self.md.extend([f"## {heading}", ""])
+        if text:
+            self.html.append(f"<p>{html.escape(text)}</p>")
+            self.md.extend([text, ""])
+
+    def paragraph(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md.extend([text, ""])
+
+    def add_table(self, t: Table, caption: str = "", collapsed: bool = False) -> None:
+        self.tables[t.id] = t
+        if caption:
+            self.html.append(f"<h3>{html.escape(caption)}</h3>")
+            self.md.extend([f"### {caption}", ""])
+        if collapsed:           # wide tables: folded in the page, whole in the markdown
+            self.html.append(f"<details><summary>{len(t.rows)} rows × {len(t.columns)} "
+                             f"columns</summary>\n{html_table(t)}\n</details>")
+        else:
+            self.html.append(html_table(t))
+        self.md.extend([markdown_table(t), ""])
+
+    def add_image(self, name: str, data: bytes, alt: str) -> None:
+        self.files[name] = data
+        self.html.append(f'<p><img src="{html.escape(name)}" alt="{html.escape(alt)}"></p>')
+        self.md.extend([f"![{alt}]({name})", ""])
+
+
 def build_report(results: pd.DataFrame, load_predictions: Callable[[str], pd.DataFrame], *,
                  manifests: Mapping[str, dict], config: Mapping[str, Any],
                  versions: Mapping[str, str], plateau_min_gain: float, bootstrap: int, seed: int,
@@ -427,107 +468,101 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[[str], pd.Dat
     curves = table[table["in_curve"]].reset_index(drop=True)
     plateaus = verdict.curve_plateaus(curves, plateau_min_gain)
     verdicts = verdict.decide(curves, load_predictions, n=bootstrap, seed=seed, alpha=alpha)
-    files: dict[str, bytes] = {}
-    tables: dict[str, Table] = {}
-    html_parts: list[str] = []
-    md_parts: list[str] = [f"# {title}", ""]
-
-    def section(heading: str, text: str = "") -> None:
-        html_parts.append(f"<h2>{html.escape(heading)}</h2>")
-        md_parts.extend([f"## {heading}", ""])
-        if text:
-            html_parts.append(f"<p>{html.escape(text)}</p>")
-            md_parts.extend([text, ""])
-
-    def add_table(t: Table, caption: str = "", collapsed: bool = False) -> None:
-        tables[t.id] = t
-        if caption:
-            html_parts.append(f"<h3>{html.escape(caption)}</h3>")
-            md_parts.extend([f"### {caption}", ""])
-        if collapsed:           # wide tables: folded in the page, whole in the markdown
-            html_parts.append(f"<details><summary>{len(t.rows)} rows × {len(t.columns)} "
-                              f"columns</summary>\n{html_table(t)}\n</details>")
-        else:
-            html_parts.append(html_table(t))
-        md_parts.extend([markdown_table(t), ""])
-
-    def add_image(name: str, data: bytes, alt: str) -> None:
-        files[name] = data
-        html_parts.append(f'<p><img src="{html.escape(name)}" alt="{html.escape(alt)}"></p>')
-        md_parts.extend([f"![{alt}]({name})", ""])
-
-    # -- verdict
-    section("Verdict", "Does an LSTM trained on the full corpus beat the plateaued class-balanced "
-            "LR? LSTM minus LR on the same test rows (joined by review_id), best run of each "
-            f"model at the largest size both have, paired bootstrap {1 - alpha:.0%} interval "
-            f"({bootstrap} resamples, seed {seed}). Beats: interval above 0; does not beat: "
-            "below 0; ties: contains 0.")
-    if verdicts:
-        html_parts.append('<ul id="verdict-sentences">' + "".join(
-            f"<li><strong>{html.escape(v['sentence'])}</strong></li>" for v in verdicts) + "</ul>")
-        md_parts.extend([f"- **{v['sentence']}**" for v in verdicts] + [""])
-    else:
-        text = "No verdict yet: no size has runs of both the LSTM and an LR."
-        html_parts.append(f'<ul id="verdict-sentences"><li>{text}</li></ul>')
-        md_parts.extend([f"- {text}", ""])
-    add_table(Table("verdict", ["lr_series", "rows", "metric", "lstm_run", "lr_run", "diff", "lo",
-                                "hi", "share_lstm_better", "outcome", "n_test"],
-                    [[v["lr_series"], v["rows"], m, v["lstm_run"], v["lr_run"], v[m]["diff"],
-                      v[m]["lo"], v[m]["hi"], v[m]["share_a_better"], v[m]["outcome"], v["n_test"]]
-                     for v in verdicts for m in metrics.METRICS]))
-
-    # -- learning curves and plateaus
-    section("Learning curves", "Score, accuracy and macro F1 against training rows (ladder size "
-            f"before resampling; log scale) with their {1 - alpha:.0%} bootstrap intervals. Dotted "
-            "vertical lines: plateaus (every further doubling of rows gains less than "
-            f"{plateau_min_gain} score)." + (" Stars: the earlier study's scores."
-                                             if include_study_points else ""))
-    add_image("learning_curves.png", learning_curves_png(curves, plateaus, include_study_points),
-              "learning curves")
-    add_table(Table("plateau", ["series", "sample_method", "points", "status", "plateau_rows",
-                                "min_gain"],
-                    [[p["series"], p["sample_method"], p["points"], p["status"], p["plateau_rows"],
-                      p["min_gain"]] for p in plateaus]), "Plateaus")
-    add_table(Table("plateau_segments", ["series", "sample_method", "from_rows", "to_rows",
-                                         "from_score", "to_score", "doublings",
-                                         "gain_per_doubling", "below_min_gain"],
-                    [[p["series"], p["sample_method"], s["from_rows"], s["to_rows"],
-                      s["from_score"], s["to_score"], s["doublings"], s["gain_per_doubling"],
-                      s["below"]] for p in plateaus for s in p["segments"]]),
-              "Evidence: gain per doubling of each segment")
-    if include_study_points:
-        add_table(Table("study_points", ["model", "rows", "score", "label"],
-                        [[p["model"], p["rows"], p["score"], p["label"]]
-                         for p in verdict.STUDY_POINTS]), "The earlier study's points")
-
-    # -- all runs
-    section("Results", "Every row of the results table (in_curve: the run is on the curves; a "
-            "rerun of the same series and tag supersedes the earlier one).")
     ordered = table.sort_values(["model", "series", "train_rows", "sample_method"],
                                 kind="stable", na_position="last")
-    add_table(_frame_table("results", ordered, list(RESULT_COLUMNS)))
+    page = _Page(title)
+    _verdict_section(page, verdicts, alpha=alpha, bootstrap=bootstrap, seed=seed)
+    _curves_section(page, curves, plateaus, alpha, plateau_min_gain, include_study_points)
+    page.section("Results", "Every row of the results table (in_curve: the run is on the "
+                 "curves; a rerun of the same series and tag supersedes the earlier one).")
+    page.add_table(_frame_table("results", ordered, list(RESULT_COLUMNS)))
+    size = _sampling_section(page, curves, sampling_at)
+    best_runs = _best_section(page, curves, load_predictions)
+    _data_sections(page, manifests, size)
+    _timings_section(page, manifests, table, ordered)
+    _config_section(page, ordered, table, config, versions, manifests)
+    summary = {"verdicts": verdicts, "plateaus": plateaus, "best_runs": best_runs,
+               "sampling_size": size, "plateau_min_gain": plateau_min_gain,
+               "bootstrap": bootstrap, "seed": seed, "alpha": alpha}
+    page.files["verdict.json"] = verdict.dumps(summary).encode()
+    page.files[INDEX_HTML] = _page(title, page.html).encode()
+    page.files[REPORT_MD] = "\n".join(page.md).encode()
+    return Report(files=page.files, verdicts=verdicts, plateaus=plateaus, tables=page.tables)
 
-    # -- sampler comparison
+
+def _verdict_section(page: _Page, verdicts: list[dict], *, alpha: float, bootstrap: int,
+                     seed: int) -> None:
+    page.section("Verdict", "Does an LSTM trained on the full corpus beat the plateaued "
+                 "class-balanced LR? LSTM minus LR on the same test rows (joined by review_id), "
+                 "best run of each model at the largest size both have, paired bootstrap "
+                 f"{1 - alpha:.0%} interval ({bootstrap} resamples, seed {seed}). Beats: interval "
+                 "above 0; does not beat: below 0; ties: contains 0.")
+    if verdicts:
+        page.html.append('<ul id="verdict-sentences">' + "".join(
+            f"<li><strong>{html.escape(v['sentence'])}</strong></li>" for v in verdicts) + "</ul>")
+        page.md.extend([f"- **{v['sentence']}**" for v in verdicts] + [""])
+    else:
+        text = "No verdict yet: no size has runs of both the LSTM and an LR."
+        page.html.append(f'<ul id="verdict-sentences"><li>{text}</li></ul>')
+        page.md.extend([f"- {text}", ""])
+    page.add_table(Table("verdict", ["lr_series", "rows", "metric", "lstm_run", "lr_run", "diff",
+                                     "lo", "hi", "share_lstm_better", "outcome", "n_test"],
+                         [[v["lr_series"], v["rows"], m, v["lstm_run"], v["lr_run"], v[m]["diff"],
+                           v[m]["lo"], v[m]["hi"], v[m]["share_a_better"], v[m]["outcome"],
+                           v["n_test"]] for v in verdicts for m in metrics.METRICS]))
+
+
+def _curves_section(page: _Page, curves: pd.DataFrame, plateaus: list[dict], alpha: float,
+                    plateau_min_gain: float, include_study_points: bool) -> None:
+    page.section("Learning curves", "Score, accuracy and macro F1 against training rows (ladder "
+                 f"size before resampling; log scale) with their {1 - alpha:.0%} bootstrap "
+                 "intervals. Dotted vertical lines: plateaus (every further doubling of rows "
+                 f"gains less than {plateau_min_gain} score)."
+                 + (" Stars: the earlier study's scores." if include_study_points else ""))
+    page.add_image("learning_curves.png",
+                   learning_curves_png(curves, plateaus, include_study_points), "learning curves")
+    page.add_table(Table("plateau", ["series", "sample_method", "points", "status",
+                                     "plateau_rows", "min_gain"],
+                         [[p["series"], p["sample_method"], p["points"], p["status"],
+                           p["plateau_rows"], p["min_gain"]] for p in plateaus]), "Plateaus")
+    page.add_table(Table("plateau_segments", ["series", "sample_method", "from_rows", "to_rows",
+                                              "from_score", "to_score", "doublings",
+                                              "gain_per_doubling", "below_min_gain"],
+                         [[p["series"], p["sample_method"], s["from_rows"], s["to_rows"],
+                           s["from_score"], s["to_score"], s["doublings"], s["gain_per_doubling"],
+                           s["below"]] for p in plateaus for s in p["segments"]]),
+                   "Evidence: gain per doubling of each segment")
+    if include_study_points:
+        page.add_table(Table("study_points", ["model", "rows", "score", "label"],
+                             [[p["model"], p["rows"], p["score"], p["label"]]
+                              for p in verdict.STUDY_POINTS]), "The earlier study's points")
+
+
+def _sampling_section(page: _Page, curves: pd.DataFrame, sampling_at: int | str | None):
+    """The sampler comparison at one size; returns that size (None without runs)."""
     size = sampling_size(curves, sampling_at)
     at_size = (curves[curves["sample_size"].astype(str) == size] if size is not None
                and "sample_size" in curves.columns else curves.iloc[0:0])
-    section("Sampling comparison", f"All samplers run at sample_size {size}." if size is not None
-            else "No runs yet.")
-    add_image("sampling.png", sampling_png(at_size, str(size)), "sampler comparison")
-    add_table(_frame_table("sampling", at_size.sort_values(["series", "sample_method"]),
-                           ["series", "sample_method", "run_id", "score", "score_lo", "score_hi",
-                            "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1", "macro_f1_lo",
-                            "macro_f1_hi"]))
+    page.section("Sampling comparison", f"All samplers run at sample_size {size}."
+                 if size is not None else "No runs yet.")
+    page.add_image("sampling.png", sampling_png(at_size, str(size)), "sampler comparison")
+    page.add_table(_frame_table("sampling", at_size.sort_values(["series", "sample_method"]),
+                                ["series", "sample_method", "run_id", "score", "score_lo",
+                                 "score_hi", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1",
+                                 "macro_f1_lo", "macro_f1_hi"]))
+    return size
 
-    # -- best models
-    section("Best models", "The highest-scoring LR and LSTM runs: confusion matrix (rows: true "
-            "star; cell: count and share of the row) and per-class precision, recall and F1.")
+
+def _best_section(page: _Page, curves: pd.DataFrame, load_predictions) -> list[dict]:
+    """Confusion matrix and per-class numbers of the best LR and LSTM runs; returns them."""
+    page.section("Best models", "The highest-scoring LR and LSTM runs: confusion matrix (rows: "
+                 "true star; cell: count and share of the row) and per-class precision, recall "
+                 "and F1.")
     best_runs = []
     for model in ("lr", "lstm"):
         runs = curves[curves["model"] == model]
         if runs.empty:
-            html_parts.append(f"<p>No {model.upper()} run yet.</p>")
-            md_parts.extend([f"No {model.upper()} run yet.", ""])
+            page.paragraph(f"No {model.upper()} run yet.")
             continue
         best = runs.sort_values("score", kind="stable").iloc[-1].to_dict()
         best_runs.append({"model": model, "run_id": best["run_id"], "series": best["series"],
@@ -537,59 +572,62 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[[str], pd.Dat
         plot_title = name.replace(" (run ", "\n(run ")
         conf = _confusion_of(best, load_predictions)
         if conf is not None:
-            add_image(f"confusion_{model}.png", confusion_png(conf, plot_title),
-                      f"confusion {model}")
+            page.add_image(f"confusion_{model}.png", confusion_png(conf, plot_title),
+                           f"confusion {model}")
         per_class = _per_class_of(best, conf)
         if per_class is not None:
-            add_image(f"per_class_{model}.png", per_class_png(per_class, plot_title),
-                      f"per class {model}")
-            add_table(_frame_table(f"per_class_{model}", per_class,
-                                   ["star", "precision", "recall", "f1", "support"]),
-                      f"Per class: {name}")
+            page.add_image(f"per_class_{model}.png", per_class_png(per_class, plot_title),
+                           f"per class {model}")
+            page.add_table(_frame_table(f"per_class_{model}", per_class,
+                                        ["star", "precision", "recall", "f1", "support"]),
+                           f"Per class: {name}")
+    return best_runs
 
-    # -- data
+
+def _data_sections(page: _Page, manifests: Mapping[str, dict], size) -> None:
     counts = class_counts_table(manifests)
-    section("Class distributions", "Train rows per star before and after resampling, from the "
-            "sample stages' manifests (the plot shows the tags of the sampler comparison).")
+    page.section("Class distributions", "Train rows per star before and after resampling, from "
+                 "the sample stages' manifests (the plot shows the tags of the sampler "
+                 "comparison).")
     shown = counts[counts["size"].astype(str) == str(size)] if not counts.empty else counts
-    add_image("class_distribution.png",
-              class_distribution_png(shown if not shown.empty else counts), "class distribution")
-    add_table(_frame_table("class_counts", counts, ["tag", "method", "star", "before", "after"]))
+    page.add_image("class_distribution.png",
+                   class_distribution_png(shown if not shown.empty else counts),
+                   "class distribution")
+    page.add_table(_frame_table("class_counts", counts,
+                                ["tag", "method", "star", "before", "after"]))
     ingest = manifests.get("ingest")
-    section("Ingest", "Rows accepted and quarantined (by reason), from ingest/_MANIFEST.json."
-            if ingest is not None else "No ingest manifest found.")
+    page.section("Ingest", "Rows accepted and quarantined (by reason), from "
+                 "ingest/_MANIFEST.json." if ingest is not None else "No ingest manifest found.")
     for ingest_part, caption in ingest_tables(ingest):
-        add_table(ingest_part, caption)
+        page.add_table(ingest_part, caption)
 
-    # -- timings
-    section("Timings", "Seconds per published stage folder (from the manifests) and the "
-            "training runs' timings and throughput (from the results rows).")
-    add_table(stage_timings_table(manifests), "Stages")
+
+def _timings_section(page: _Page, manifests: Mapping[str, dict], table: pd.DataFrame,
+                     ordered: pd.DataFrame) -> None:
+    page.section("Timings", "Seconds per published stage folder (from the manifests) and the "
+                 "training runs' timings and throughput (from the results rows).")
+    page.add_table(stage_timings_table(manifests), "Stages")
     timing_cols = [c for c in table.columns if "." not in c and TIMING_PATTERN.search(c)
                    and c != "created_utc"]
-    add_table(_frame_table("training_timings", ordered,
-                           ["run_id", "series", "tag", "train_rows", *sorted(timing_cols)]),
-              "Training runs")
+    page.add_table(_frame_table("training_timings", ordered,
+                                ["run_id", "series", "tag", "train_rows", *sorted(timing_cols)]),
+                   "Training runs")
 
-    # -- config and versions
-    section("Config and versions", "The resolved config of this report run, each run's "
-            "hyperparameters (dotted results columns) and the versions recorded in every manifest.")
-    hyper_cols = sorted(c for c in table.columns if "." in c)
-    add_table(_frame_table("hyperparameters", ordered, ["run_id", *hyper_cols]), "Runs",
-              collapsed=True)
-    add_table(versions_table(versions, manifests), "Versions")
+
+def _config_section(page: _Page, ordered: pd.DataFrame, table: pd.DataFrame,
+                    config: Mapping[str, Any], versions: Mapping[str, str],
+                    manifests: Mapping[str, dict]) -> None:
     import yaml
+    page.section("Config and versions", "The resolved config of this report run, each run's "
+                 "hyperparameters (dotted results columns) and the versions recorded in every "
+                 "manifest.")
+    hyper_cols = sorted(c for c in table.columns if "." in c)
+    page.add_table(_frame_table("hyperparameters", ordered, ["run_id", *hyper_cols]), "Runs",
+                   collapsed=True)
+    page.add_table(versions_table(versions, manifests), "Versions")
     config_text = yaml.safe_dump(verdict.jsonable(dict(config)), sort_keys=False)
-    html_parts.append(f'<h3>Config</h3>\n<pre id="config">{html.escape(config_text)}</pre>')
-    md_parts.extend(["### Config", "", "```yaml", config_text.rstrip(), "```", ""])
-
-    summary = {"verdicts": verdicts, "plateaus": plateaus, "best_runs": best_runs,
-               "sampling_size": size, "plateau_min_gain": plateau_min_gain,
-               "bootstrap": bootstrap, "seed": seed, "alpha": alpha}
-    files["verdict.json"] = verdict.dumps(summary).encode()
-    files["index.html"] = _page(title, html_parts).encode()
-    files["report.md"] = "\n".join(md_parts).encode()
-    return Report(files=files, verdicts=verdicts, plateaus=plateaus, tables=tables)
+    page.html.append(f'<h3>Config</h3>\n<pre id="config">{html.escape(config_text)}</pre>')
+    page.md.extend(["### Config", "", "```yaml", config_text.rstrip(), "```", ""])
 
 
 STYLE = """

@@ -16,10 +16,12 @@ two runs finishing together both land. Paths may be local or any URI pyarrow.fs 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,6 +30,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
+
+from starscale import layout, storage
 
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
@@ -40,17 +44,10 @@ LEADING = ("run_id", "created_utc", "model", "engine", "tag", "sample_size", "sa
            "macro_f1", "macro_f1_lo", "macro_f1_hi")
 
 
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in path and not path.startswith("file://"):
-        return pafs.FileSystem.from_uri(path)
-    local = path[len("file://"):] if path.startswith("file://") else path
-    return pafs.LocalFileSystem(), os.path.abspath(local)
-
-
 @contextlib.contextmanager
 def _locked(fs: pafs.FileSystem, root: str) -> Iterator[None]:
     """An exclusive lock on <root>/.results.lock for local disks; a no-op elsewhere."""
-    if not isinstance(fs, pafs.LocalFileSystem):
+    if not storage.is_local_fs(fs):
         yield
         return
     import fcntl
@@ -110,49 +107,136 @@ def _read(fs: pafs.FileSystem, root: str) -> pa.Table | None:
     return pq.read_table(path, filesystem=fs)
 
 
-def _write_atomic(fs: pafs.FileSystem, path: str, write) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(tmp)
-        fs.move(tmp, path)             # a rename: readers see the old or the new file
-    finally:
-        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-            fs.delete_file(tmp)
+def new_run_id(model: str, tag: str = "") -> str:
+    """'<model>_<tag>_<UTC stamp>_<6 hex>': unique, sortable by time within a model and tag."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return "_".join(str(p) for p in (model, tag, stamp, uuid.uuid4().hex[:6]) if p != "")
 
 
 def append_result(results_dir: str, row: dict[str, Any]) -> dict[str, Any]:
     """Append one row (nested dicts are flattened to dotted names) to results.parquet/.csv.
 
-    Adds run_id (when missing) and created_utc. Returns the row as written.
+    Adds run_id (when missing) and created_utc. Returns the row as written. The trainers and
+    evaluate write through write_row (the ResultRow contract); this is the table's writer.
     """
     if not isinstance(row, dict) or not row:
         raise ValueError(f"append_result({results_dir}): row must be a non-empty dict")
     flat = flatten(row)
     flat.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     if not flat.get("run_id"):
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        flat["run_id"] = "_".join(str(p) for p in (flat.get("model", "run"), flat.get("tag", ""),
-                                                      stamp, uuid.uuid4().hex[:6]) if p != "")
-    fs, root = _filesystem(results_dir)
+        flat["run_id"] = new_run_id(str(flat.get("model", "run")), str(flat.get("tag", "")))
+    fs, root = storage.filesystem(results_dir)
     fs.create_dir(root, recursive=True)
     with _locked(fs, root):
         existing = _read(fs, root)
         table = _table((existing.to_pylist() if existing is not None else []) + [flat])
-        _write_atomic(fs, f"{root}/{RESULTS_PARQUET}",
-                      lambda p: pq.write_table(table, p, filesystem=fs))
+        storage.write_bytes(layout.join(results_dir, RESULTS_PARQUET),
+                            write=lambda wfs, p: pq.write_table(table, p, filesystem=wfs))
 
-        def write_csv(path: str) -> None:
-            with fs.open_output_stream(path) as out:
+        def write_csv(wfs, path: str) -> None:
+            with wfs.open_output_stream(path) as out:
                 pacsv.write_csv(table, out)
-        _write_atomic(fs, f"{root}/{RESULTS_CSV}", write_csv)
+        storage.write_bytes(layout.join(results_dir, RESULTS_CSV), write=write_csv)
     return flat
 
 
 def read_results(results_dir: str) -> pd.DataFrame:
     """The whole results table (empty DataFrame when nothing was appended yet)."""
-    fs, root = _filesystem(results_dir)
+    fs, root = storage.filesystem(results_dir)
     table = _read(fs, root)
     return pd.DataFrame() if table is None else table.to_pandas()
+
+# --------------------------------------------------------------------------- the row contract
+@dataclass(frozen=True)
+class ResultRow:
+    """One results row: what train-lr, train-lstm and evaluate each write, column for column.
+
+    Identity and effort are fixed fields (None where a model has no such number: an LR has no
+    epochs, an LSTM no iterations); ``metrics`` holds metrics.metric_columns (score, its
+    interval, accuracy, macro F1, per-class numbers, confusion); ``params`` the config sections
+    the model was trained with (PARAM_SECTIONS), written as dotted 'section.key' columns.
+    Readers (experiment, report, verdict) use these names and nothing else.
+    """
+    run_id: str
+    model: str                          # 'lr' | 'lstm'
+    engine: str | None                  # mllib | sklearn | horovod-<launcher>; None: evaluate of an LSTM
+    tag: str                            # layout.model_tag: encode tag (LR), sample tag (LSTM)
+    sample_size: str                    # text: ladder sizes are ints or 'full'
+    sample_method: str
+    stage: str                          # train-lr | train-lstm | evaluate
+    model_dir: str                      # qualified; the manifest there names this run_id
+    run_name: str
+    metrics: dict[str, Any]
+    bootstrap: int
+    bootstrap_seed: int
+    trained_run_id: str | None = None   # evaluate: the run that trained the model
+    train_rows: int | None = None
+    test_rows: int | None = None
+    rows_seen: int | None = None
+    iterations: int | None = None
+    epochs_run: int | None = None
+    epochs_completed: int | None = None
+    best_epoch: int | None = None
+    stopped_early: bool | None = None
+    workers: int | None = None
+    steps_per_epoch: int | None = None
+    samples_per_s: float | None = None
+    fit_seconds: float | None = None
+    predict_seconds: float | None = None
+    eval_seconds: float | None = None
+    train_wall_seconds: float | None = None
+    stage_seconds: float | None = None
+    adasyn_rows_added: int | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The flat dict append_result writes: fields, then metrics, then params."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("metrics", "params")}
+        out.update(self.metrics)
+        out.update(flatten(self.params))
+        return out
+
+
+# Config sections a trained model's row carries as 'section.key' columns.
+PARAM_SECTIONS = {"lr": ("lr", "sample", "encode"), "lstm": ("lstm", "train", "sample", "encode")}
+
+
+def model_params(cfg, model: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{section: {key: value}} of cfg for PARAM_SECTIONS[model], plus extra dotted columns."""
+    params: dict[str, Any] = {name: dataclasses.asdict(getattr(cfg, name))
+                              for name in PARAM_SECTIONS[model]}
+    if model == "lstm":
+        params["run"] = {"seed": cfg.run.seed}
+    params.update(extra or {})
+    return params
+
+
+def write_row(results_dir: str, row: ResultRow) -> dict[str, Any]:
+    """Append a contract row to the results table; returns it as written."""
+    return append_result(results_dir, row.record())
+
+
+def find_row(results_dir: str, run_id: str | None) -> dict[str, Any] | None:
+    """The results row of run_id (plain Python values, NaN as None), or None."""
+    if not run_id:
+        return None
+    table = read_results(results_dir)
+    if table.empty:
+        return None
+    hits = table[table["run_id"].astype("string") == str(run_id)]
+    if hits.empty:
+        return None
+    return {k: _plain(v) for k, v in hits.iloc[-1].to_dict().items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
 
 
 def _check_run_id(run_id: str) -> None:
@@ -162,7 +246,7 @@ def _check_run_id(run_id: str) -> None:
 
 def predictions_path(results_dir: str, run_id: str) -> str:
     _check_run_id(run_id)
-    return f"{results_dir.rstrip('/')}/{PREDICTIONS_DIR}/{run_id}.parquet"
+    return layout.join(results_dir, PREDICTIONS_DIR, f"{run_id}.parquet")
 
 
 def save_predictions(results_dir: str, run_id: str, review_ids, y_true, y_pred, proba=None) -> str:
@@ -185,16 +269,13 @@ def save_predictions(results_dir: str, run_id: str, review_ids, y_true, y_pred, 
     table = pa.table({"review_id": pa.array(review_ids, type=pa.string()),
                       "label": pa.array(y_true), "pred": pa.array(y_pred), "proba": proba_col})
     path = predictions_path(results_dir, run_id)
-    fs, full = _filesystem(path)
-    fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
-    _write_atomic(fs, full, lambda p: pq.write_table(table, p, filesystem=fs))
-    return path
+    return storage.write_bytes(path, write=lambda fs, p: pq.write_table(table, p, filesystem=fs))
 
 
 def read_predictions(results_dir: str, run_id: str) -> pd.DataFrame:
     """One run's saved predictions: review_id, label, pred, proba."""
     path = predictions_path(results_dir, run_id)
-    fs, full = _filesystem(path)
+    fs, full = storage.filesystem(path)
     if fs.get_file_info(full).type == pafs.FileType.NotFound:
         raise ValueError(f"no saved predictions for run {run_id!r}: {path}")
     return pq.read_table(full, filesystem=fs).to_pandas()

@@ -1,9 +1,16 @@
 """The only code that touches output paths: atomic publish, manifests, input fingerprints.
 
-Paths go through Hadoop's FileSystem API (via the session's JVM), so the same code works on a
-local disk, HDFS or S3. A stage writes into ``<output>._staging``, puts its manifest there last,
-then swaps the staging folder into place with renames. A run killed before the swap leaves the
-previous output untouched; a folder without ``_MANIFEST.json`` is never read as an input.
+Two ways in, one for each side of the job:
+- with a SparkSession (stages on the driver): Hadoop's FileSystem API through the session's
+  JVM, so the same code works on a local disk, HDFS or S3. A stage writes into
+  ``<output>._staging``, puts its manifest there last, then swaps the staging folder into place
+  with renames. A run killed before the swap leaves the previous output untouched; a folder
+  without ``_MANIFEST.json`` is never read as an input.
+- without one (Horovod ranks, the results table, the report's files): pyarrow's filesystems,
+  resolved by ``filesystem(path)``; ``write_bytes`` writes a temp file and renames it over the
+  target so readers see the old or the new file, never half of one.
+
+Which paths exist is decided by starscale.layout; this module only reads and writes them.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -35,6 +43,91 @@ def local_path(path: str) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- pyarrow (no Spark)
+def filesystem(path: str):
+    """(pyarrow FileSystem, path inside it) for a local path (plain or file:) or a URI
+    (hdfs://, s3://)."""
+    from pyarrow import fs as pafs
+    local = local_path(path)
+    if local is not None:
+        return pafs.LocalFileSystem(), local
+    return pafs.FileSystem.from_uri(path)
+
+
+def is_local_fs(fs) -> bool:
+    from pyarrow import fs as pafs
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def file_exists(path: str) -> bool:
+    from pyarrow import fs as pafs
+    fs, target = filesystem(path)
+    return fs.get_file_info(target).type != pafs.FileType.NotFound
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The bytes of a file, or None when there is none."""
+    if not file_exists(path):
+        return None
+    fs, target = filesystem(path)
+    with fs.open_input_stream(target) as src:
+        return src.read()
+
+
+def write_bytes(path: str, data: bytes | None = None, write: Callable[[Any, str], None] | None
+                = None) -> str:
+    """Write a file atomically: a hidden temp name in the same folder (readers and listings skip
+    names starting with '.'), then a rename over the target. Either data, or write(fs, tmp_path)
+    to produce the temp file (e.g. pyarrow.parquet.write_table). Creates the folder."""
+    fs, target = filesystem(path)
+    folder, name = target.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
+    try:
+        if write is not None:
+            write(fs, tmp)
+        else:
+            with fs.open_output_stream(tmp) as out:
+                out.write(data)
+        fs.move(tmp, target)            # a rename: readers see the old or the new file
+    finally:
+        from pyarrow import fs as pafs
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+    return path
+
+
+def delete_file(path: str) -> None:
+    """Remove a file; nothing when it is not there."""
+    fs, target = filesystem(path)
+    try:
+        fs.delete_file(target)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def make_dirs(path: str) -> None:
+    fs, target = filesystem(path)
+    fs.create_dir(target, recursive=True)
+
+
+def empty_dir(path: str) -> None:
+    """Delete everything inside a folder (created when missing)."""
+    fs, target = filesystem(path)
+    fs.create_dir(target, recursive=True)
+    fs.delete_dir_contents(target, missing_dir_ok=True)
+
+
+def copy_file(src: str, dst: str) -> None:
+    """Copy one file across filesystems (e.g. a checkpoint into a staging folder)."""
+    sfs, spath = filesystem(src)
+    dfs, dpath = filesystem(dst)
+    dfs.create_dir(dpath.rsplit("/", 1)[0], recursive=True)
+    with sfs.open_input_stream(spath) as i, dfs.open_output_stream(dpath) as o:
+        o.write(i.read())
+
+
+# --------------------------------------------------------------------------- Hadoop (Spark)
 def _fs(spark, path: str):
     jvm = spark._jvm
     jpath = jvm.org.apache.hadoop.fs.Path(qualify(path))
@@ -90,6 +183,21 @@ def read_text(spark, path: str) -> str:
         return "\n".join(lines)
     finally:
         stream.close()
+
+
+def list_dirs(spark, path: str) -> list[str]:
+    """Sub-folder names of path (none when it does not exist), sorted; markers ('_', '.') and
+    staging / old folders of an unfinished publish are skipped."""
+    fs, jpath = _fs(spark, path)
+    if not fs.exists(jpath):
+        return []
+    names = []
+    for status in fs.listStatus(jpath):
+        name = status.getPath().getName()
+        if (status.isDirectory() and not name.startswith(("_", "."))
+                and not name.endswith((STAGING_SUFFIX, OLD_SUFFIX))):
+            names.append(name)
+    return sorted(names)
 
 
 def list_files(spark, pattern: str) -> list[tuple[str, int, int]]:

@@ -29,13 +29,12 @@ STUDY_POINTS: tuple[dict[str, Any], ...] = (
     {"model": "lstm", "rows": 200_000, "score": 0.334, "label": "study LSTM 0.334 @ 200k"},
 )
 
-# Results-table columns that may hold the number of training rows of a run (used only when the
-# run's sample_size is 'full' and no sample manifest says how many rows that was).
-TRAIN_ROWS_COLUMNS = ("train_rows", "n_train", "rows_train", "sample.rows_before")
-# Where the LR's feature setting may be recorded (flattened config sections of the trainers).
-FEATURES_COLUMNS = ("encode.tfidf_features", "tfidf_features", "lr.num_features", "num_features",
-                    "n_features")
-HASHED_COLUMNS = ("encode.tfidf_hashed", "tfidf_hashed", "lr.hashed")
+# Results columns read here (results.ResultRow: every trainer writes them): the training rows
+# of a run (used only when its sample_size is 'full' and no sample manifest says how many rows
+# that was) and the LR's feature setting (the encode section of its params).
+TRAIN_ROWS_COLUMN = "train_rows"
+FEATURES_COLUMN = "encode.tfidf_features"
+HASHED_COLUMN = "encode.tfidf_hashed"
 
 
 # --------------------------------------------------------------------------- plateau
@@ -150,12 +149,12 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _first(row: Mapping[str, Any], columns: Iterable[str]) -> Any:
-    for col in columns:
-        value = row.get(col)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            return value
-    return None
+def _value(row: Mapping[str, Any], column: str) -> Any:
+    """A results cell; None when missing or NaN (a column other rows have)."""
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
 
 
 def _truthy(value: Any) -> bool:
@@ -167,8 +166,8 @@ def _truthy(value: Any) -> bool:
 def lr_setting(row: Mapping[str, Any]) -> str:
     """A label of the LR's features: '4,000 TF-IDF features', 'hashed 1,048,576 TF-IDF
     features', or '' when the row does not say (e.g. from encode.tfidf_features/_hashed)."""
-    features = _num(_first(row, FEATURES_COLUMNS))
-    hashed = _truthy(_first(row, HASHED_COLUMNS))
+    features = _num(_value(row, FEATURES_COLUMN))
+    hashed = _truthy(_value(row, HASHED_COLUMN))
     if features is None:
         return "hashed TF-IDF" if hashed else ""
     return f"{'hashed ' if hashed else ''}{int(features):,} TF-IDF features"
@@ -200,7 +199,7 @@ def train_rows(row: Mapping[str, Any], full_rows: Mapping[str, int] | None = Non
     tag = row.get("tag")
     if full_rows and tag in full_rows and _num(full_rows[tag]) is not None:
         return float(full_rows[tag])
-    counted = _num(_first(row, TRAIN_ROWS_COLUMNS))
+    counted = _num(_value(row, TRAIN_ROWS_COLUMN))
     return counted if counted is not None else float("nan")
 
 

@@ -10,7 +10,6 @@ enters); sequences and features cover the resampled train rows, validation and t
 """
 from __future__ import annotations
 
-import os
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
@@ -131,7 +130,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     ecfg = cfg.encode
     tag = cfg.sample_tag()
     prepare_dir = cfg.stage_dir("prepare")
-    sample_dir = os.path.join(cfg.stage_dir("sample"), tag)
+    sample_dir = cfg.sample_dir()
     output = cfg.encode_dir()
 
     def write(staging: str) -> dict:

@@ -21,7 +21,6 @@ runs) and calls Keras, loading the model once per executor Python process.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -31,16 +30,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from starscale import storage
+from starscale import layout, model_store, storage
+from starscale.ingest import QUARANTINE_SCHEMA
 from starscale.config import Config
-from starscale.stages import evaluate as evaluate_stage
 
 TSV_FIELDS = 15
 TSV_REVIEW_ID, TSV_STAR, TSV_BODY = 2, 7, 13       # 0-based positions in the 15-column header
 PROBA_TYPE = T.ArrayType(T.DoubleType())
-
-# LSTM models loaded in this (executor) Python process, by model file path.
-_LSTM_CACHE: dict[str, Any] = {}
 
 
 # --------------------------------------------------------------------------- input
@@ -85,12 +81,15 @@ def read_tsv_reviews(spark, path: str) -> tuple[DataFrame, DataFrame]:
         .alias("star"),
         F.col("fields")[TSV_BODY].alias("body"))
     quarantine = body_lines.where(~good).select(
-        F.col("source_file"), F.lit(None).cast("long").alias("line_no"),
+        F.col("source_file"), F.lit(None).alias("line_no"),
         F.when(F.size(F.col("fields")) > TSV_REVIEW_ID, F.col("fields")[TSV_REVIEW_ID])
         .alias("review_id"),
         F.lit("field_count").alias("reason"),
         F.concat(F.lit("fields="), F.size(F.col("fields")).cast("string")).alias("detail"),
         F.col("raw"))
+    # the quarantine table of docs/tables.md: ingest's schema, the one definition
+    quarantine = quarantine.select(*[F.col(f.name).cast(f.dataType)
+                                     for f in QUARANTINE_SCHEMA.fields])
     return reviews, quarantine
 
 
@@ -120,46 +119,16 @@ def cleaned(reviews: DataFrame, remove_stopwords: bool, lemmatize: bool) -> Data
 def score_lr(spark, reviews: DataFrame, model_dir: str, encode_dir: str | None) -> DataFrame:
     """review_id, star, text → review_id, star, pred_star, proba with a saved LR model."""
     from pyspark.ml import PipelineModel
-    engine, manifest, score = evaluate_stage.load_lr_scorer(spark, model_dir)
-    tfidf_dir = (manifest.get("encode_dir") or encode_dir) + "/tfidf_model"
-    tfidf = PipelineModel.load(tfidf_dir)
+    model = model_store.load_lr(spark, model_dir)
+    score = model.predictor
+    tfidf = PipelineModel.load(layout.join(model.manifest.get("encode_dir") or encode_dir,
+                                           layout.TFIDF_MODEL))
     features = tfidf.transform(
         reviews.select("review_id", "star", F.coalesce(F.col("text"), F.lit("")).alias("text")))
     # label is only carried along; the scorers never read it
     scored = score(features.select("review_id", (F.col("star") - 1).alias("label"), "features"))
     return scored.select("review_id", (F.col("label") + 1).cast("int").alias("star"),
                          (F.col("pred") + 1).cast("int").alias("pred_star"), "proba")
-
-
-def _lstm_text_settings(model_file: str, cfg: Config) -> tuple[list[str], int, str, str]:
-    """Vocabulary and padding of a saved LSTM: its bundle (vocab.txt, config.json) or cfg.encode."""
-    from starscale.encode import load_vocab
-    folder = os.path.dirname(model_file)
-    vocab_file = os.path.join(folder, "vocab.txt")
-    if not os.path.isfile(vocab_file):
-        vocab_file = os.path.join(storage.local_path(cfg.encode_dir()), "vocab.txt")
-    if not os.path.isfile(vocab_file):
-        raise ValueError(f"{model_file}: no vocab.txt beside the model nor in {cfg.encode_dir()}")
-    with open(vocab_file) as fh:
-        vocab = load_vocab(fh.read(), vocab_file)
-    settings = {"max_len": cfg.encode.max_len, "padding": cfg.encode.padding,
-                "truncating": cfg.encode.truncating}
-    config_file = os.path.join(folder, "config.json")
-    if os.path.isfile(config_file):
-        with open(config_file) as fh:
-            saved = json.load(fh)
-        for source in (saved, saved.get("encode") or {}):
-            settings.update({k: source[k] for k in settings if k in source})
-    return vocab, int(settings["max_len"]), settings["padding"], settings["truncating"]
-
-
-def _cached_lstm(model_file: str):
-    """The Keras model of model_file, loaded once per Python process (executor)."""
-    model = _LSTM_CACHE.get(model_file)
-    if model is None:
-        model = evaluate_stage._load_lstm(model_file)
-        _LSTM_CACHE[model_file] = model
-    return model
 
 
 def score_lstm(reviews: DataFrame, model_file: str, vocab: list[str], max_len: int,
@@ -175,7 +144,7 @@ def score_lstm(reviews: DataFrame, model_file: str, vocab: list[str], max_len: i
     @F.pandas_udf(PROBA_TYPE)
     def lstm_proba(texts: pd.Series) -> pd.Series:
         ids = encode_texts(texts, index.value, max_len, padding, truncating)
-        proba = evaluate_stage.lstm_predict(_cached_lstm(model_file), ids, batch_size)
+        proba = model_store.lstm_proba(model_store.cached_lstm(model_file), ids, batch_size)
         return pd.Series(list(proba.astype(np.float64)))
 
     scored = reviews.select("review_id", "star", lstm_proba(F.col("text")).alias("proba"))
@@ -189,7 +158,7 @@ def _resolve_input(spark, cfg: Config) -> tuple[str, str, dict[str, str], list[s
     """(path, format, upstream {folder: producer}, raw inputs to fingerprint)."""
     if cfg.predict.input is None:
         prepare_dir = cfg.stage_dir("prepare")
-        return prepare_dir + "/reviews", "parquet", {prepare_dir: "prepare"}, []
+        return layout.join(prepare_dir, layout.REVIEWS), "parquet", {prepare_dir: "prepare"}, []
     path = cfg.predict.input
     fmt = input_format(spark, path, cfg.predict.input_format)
     # a published folder (make-corpus's corpus/) or a table inside one (ingest/reviews):
@@ -203,16 +172,44 @@ def _resolve_input(spark, cfg: Config) -> tuple[str, str, dict[str, str], list[s
     return path, fmt, {}, [path]
 
 
+def _write_counted(spark, staging: str, path: str, predictions: DataFrame,
+                   quarantine: DataFrame | None) -> dict[str, Any]:
+    """Write predictions (+ quarantine) into staging; their counts, checked against the input:
+    every line in is a prediction, a quarantined line or a header."""
+    predictions.write.parquet(layout.join(staging, "predictions"))
+    written = spark.read.parquet(layout.join(staging, "predictions"))
+    by_star = {int(r["pred_star"]): int(r["count"])
+               for r in written.groupBy("pred_star").count().collect()}
+    counts: dict[str, Any] = {"predicted": sum(by_star.values()),
+                              "pred_star_counts": {str(k): v for k, v in sorted(by_star.items())}}
+    if quarantine is None:
+        counts["rows_in"] = spark.read.parquet(path).count()
+        if counts["rows_in"] != counts["predicted"]:
+            raise RuntimeError(f"predict: {counts['rows_in']} rows in, {counts['predicted']} out")
+        return counts
+    quarantine.write.parquet(layout.join(staging, "quarantine"))
+    counts["quarantined"] = spark.read.parquet(layout.join(staging, "quarantine")).count()
+    counts["header_lines"] = (spark.read.text(path)
+                              .where(F.split(F.col("value"), "\t")[0] == "marketplace")
+                              .count())
+    counts["rows_in"] = spark.read.text(path).count()
+    if counts["rows_in"] != counts["predicted"] + counts["quarantined"] + counts["header_lines"]:
+        raise RuntimeError(f"predict: {counts['rows_in']} lines in but {counts['predicted']} "
+                           f"predicted + {counts['quarantined']} quarantined + "
+                           f"{counts['header_lines']} headers")
+    return counts
+
+
 def run(spark, cfg: Config, force: bool = False) -> dict:
     """Score predict.input with the saved model; publish predictions (+ quarantine)."""
     pcfg = cfg.predict
     kind = pcfg.model
     tag = cfg.sample_tag()
-    model_dir = pcfg.model_dir or evaluate_stage.default_model_dir(cfg, kind)
-    producer = "train-lr" if kind == "lr" else "train-lstm"
-    model_manifest = storage.require_manifest(spark, model_dir, producer)
-    name = f"lr_{model_manifest.get('engine')}" if kind == "lr" else "lstm"
-    output = pcfg.output or os.path.join(cfg.stage_dir("predict"), f"{name}_{tag}")
+    model_dir = pcfg.model_dir or layout.model_dir(cfg, kind)
+    producer = model_store.PRODUCERS[kind]
+    model_manifest = model_store.require(spark, kind, model_dir)
+    name = layout.model_name(kind, model_manifest.get("engine"))
+    output = layout.predict_dir(cfg, name)
     path, fmt, upstream, raw_inputs = _resolve_input(spark, cfg)
     upstream = {**upstream, model_dir: producer}
     if kind == "lr":   # the TF-IDF model that turns text into the LR's features
@@ -231,31 +228,13 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             encode_dir = model_manifest.get("encode_dir") or cfg.encode_dir()
             predictions = score_lr(spark, reviews, model_dir, encode_dir)
         else:
-            model_file = evaluate_stage.find_lstm_file(model_dir)
-            vocab, max_len, padding, truncating = _lstm_text_settings(model_file, cfg)
+            model_file = model_store.find_lstm_file(model_dir)
+            vocab, max_len, padding, truncating = model_store.lstm_text_settings(
+                model_file, cfg.encode_dir(), cfg.encode.max_len, cfg.encode.padding,
+                cfg.encode.truncating)
             predictions = score_lstm(reviews, model_file, vocab, max_len, padding, truncating,
                                      pcfg.batch_size)
-        predictions.write.parquet(staging + "/predictions")
-        written = spark.read.parquet(staging + "/predictions")
-        by_star = {int(r["pred_star"]): int(r["count"])
-                   for r in written.groupBy("pred_star").count().collect()}
-        counts: dict[str, Any] = {"predicted": sum(by_star.values()),
-                                  "pred_star_counts": {str(k): v for k, v in sorted(by_star.items())}}
-        if quarantine is not None:
-            quarantine.write.parquet(staging + "/quarantine")
-            counts["quarantined"] = spark.read.parquet(staging + "/quarantine").count()
-            counts["header_lines"] = (spark.read.text(path)
-                                      .where(F.split(F.col("value"), "\t")[0] == "marketplace")
-                                      .count())
-            counts["rows_in"] = spark.read.text(path).count()
-            if counts["rows_in"] != counts["predicted"] + counts["quarantined"] + counts["header_lines"]:
-                raise RuntimeError(f"predict: {counts['rows_in']} lines in but {counts['predicted']} "
-                                   f"predicted + {counts['quarantined']} quarantined + "
-                                   f"{counts['header_lines']} headers")
-        else:
-            counts["rows_in"] = spark.read.parquet(path).count()
-            if counts["rows_in"] != counts["predicted"]:
-                raise RuntimeError(f"predict: {counts['rows_in']} rows in, {counts['predicted']} out")
+        counts = _write_counted(spark, staging, path, predictions, quarantine)
         return {"model_kind": kind, "model_name": name, "model_dir": storage.qualify(model_dir),
                 "input": storage.qualify(path), "input_format": fmt, "tag": tag, **counts}
 

@@ -20,7 +20,6 @@ from starscale.config import Config
 from starscale.split import SPLITS
 
 PREPARE_REVIEWS_COLUMNS = ("review_id", "star", "text", "split", "class_rank")
-QUARANTINE_COLUMNS = ("source_file", "line_no", "review_id", "reason", "detail", "raw")
 EMPTY_DETAIL = "the body is empty after cleaning"
 # Quarantined rows up to this many travel to every task to pick up their raw body; more are
 # joined by a shuffle.
@@ -65,7 +64,7 @@ def raw_bodies(quarantined: DataFrame, reviews: DataFrame, broadcast: bool) -> D
     rows = F.broadcast(quarantined) if broadcast else quarantined
     return (reviews.select(F.col("review_id"), F.col("body").alias("raw"))
             .join(rows, on="review_id", how="inner")
-            .select(*QUARANTINE_COLUMNS))
+            .select(*[f.name for f in ingest.QUARANTINE_SCHEMA.fields]))
 
 
 def compute_split_counts(prepared: DataFrame) -> dict[str, dict[str, int]]:

@@ -16,33 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
-import pyarrow.fs as pafs
-
-from starscale import report, results, storage
+from starscale import layout, report, results, storage
 from starscale.config import Config
 
 # experiment/ is rewritten by every experiment run (it records which stages skipped): reading it
 # would make the report rerun every time. mlruns/ is the MLflow store, not a stage.
 SKIP_FOLDERS = ("report", "results", "experiment", "mlruns")
 MAX_DEPTH = 3          # models/<family>/<tag> is the deepest published folder
-
-
-def _children(spark, path: str) -> list[str]:
-    """Sub-folder names of path (none when it does not exist); markers and staging skipped."""
-    jvm = spark._jvm
-    jpath = jvm.org.apache.hadoop.fs.Path(storage.qualify(path))
-    fs = jpath.getFileSystem(spark._jsc.hadoopConfiguration())
-    if not fs.exists(jpath):
-        return []
-    names = []
-    for status in fs.listStatus(jpath):
-        name = status.getPath().getName()
-        if (status.isDirectory() and not name.startswith(("_", "."))
-                and not name.endswith((storage.STAGING_SUFFIX, storage.OLD_SUFFIX))):
-            names.append(name)
-    return sorted(names)
 
 
 def collect_manifests(spark, output_dir: str) -> dict[str, dict]:
@@ -54,11 +35,11 @@ def collect_manifests(spark, output_dir: str) -> dict[str, dict]:
     found: dict[str, dict] = {}
 
     def walk(rel: str, depth: int) -> None:
-        for name in _children(spark, os.path.join(output_dir, rel) if rel else output_dir):
+        for name in storage.list_dirs(spark, layout.join(output_dir, rel) if rel else output_dir):
             child = f"{rel}/{name}" if rel else name
             if not rel and name in SKIP_FOLDERS:
                 continue
-            manifest = storage.read_manifest(spark, os.path.join(output_dir, child))
+            manifest = storage.read_manifest(spark, layout.join(output_dir, child))
             if manifest is not None:
                 found[child] = manifest
             elif depth < MAX_DEPTH:
@@ -68,22 +49,12 @@ def collect_manifests(spark, output_dir: str) -> dict[str, dict]:
     return found
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    if "://" in path and not path.startswith("file:"):
-        fs, target = pafs.FileSystem.from_uri(path)
-    else:
-        fs, target = pafs.LocalFileSystem(), storage.local_path(path)
-    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(target) as out:
-        out.write(data)
-
-
 def run(spark, cfg: Config, force: bool = False) -> dict:
     """Build <run.output_dir>/report; return the manifest plus the verdict and the page paths."""
     rcfg = cfg.report
-    results_dir = cfg.stage_dir("results")
-    output = cfg.stage_dir("report")
-    if not storage.exists(spark, f"{results_dir}/{results.RESULTS_PARQUET}"):
+    results_dir = layout.results_dir(cfg)
+    output = layout.report_dir(cfg)
+    if not storage.exists(spark, layout.join(results_dir, results.RESULTS_PARQUET)):
         raise ValueError(f"report: no results table at {results_dir}/{results.RESULTS_PARQUET}: "
                          f"run train-lr / train-lstm (or evaluate) first")
     manifests = collect_manifests(spark, cfg.run.output_dir)
@@ -106,7 +77,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             alpha=rcfg.alpha, include_study_points=rcfg.include_study_points,
             sampling_at=rcfg.sampling_size, title=f"starscale report: {cfg.run.name}")
         for name, data in sorted(built.files.items()):
-            _write_bytes(f"{staging}/{name}", data)
+            storage.write_bytes(layout.join(staging, name), data)
         return {"verdict": built.sentences,
                 "comparisons": [{k: v for k, v in comp.items() if k != "sentence"}
                                 for comp in built.verdicts],
@@ -121,4 +92,5 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         config=cfg.to_dict(), raw_inputs=[results_dir], force=force,
         write=write)
     final = storage.qualify(output)
-    return {**published, "index_html": f"{final}/index.html", "report_md": f"{final}/report.md"}
+    return {**published, "index_html": layout.join(final, report.INDEX_HTML),
+            "report_md": layout.join(final, report.REPORT_MD)}

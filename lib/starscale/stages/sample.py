@@ -8,7 +8,6 @@ Validation and test rows are never resampled and are not part of this output.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from starscale import rank, resample, storage
 from starscale.config import Config
@@ -28,7 +27,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         raise ValueError(f"sample.size: {scfg.size!r} is not one of ladder.sizes "
                          f"{cfg.ladder.sizes}")
     prepare_dir = cfg.stage_dir("prepare")
-    output = os.path.join(cfg.stage_dir("sample"), cfg.sample_tag())
+    output = cfg.sample_dir()
     quota = ladder_quota(storage.require_manifest(spark, prepare_dir, "prepare"),
                          scfg.size, prepare_dir)
 

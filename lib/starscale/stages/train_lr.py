@@ -3,8 +3,9 @@
 Input: <run.output_dir>/encode/<tag>/features (split=train|validation|test; train already
 resampled). Output: <run.output_dir>/models/lr_<lr.engine>/<tag>/ holding the model
 (``model/`` for MLlib, ``sklearn_model.json`` for scikit-learn), ``metrics.json`` and the
-manifest; one row appended to results/results.parquet and the test predictions saved under
-results/predictions/<run_id>.parquet.
+manifest; one results row (results.ResultRow) appended to results/results.parquet and the test
+predictions saved under results/predictions/<run_id>.parquet, both before the model folder is
+published (the manifest names the row's run_id). Scoring: model_store.score_table, as evaluate.
 
 Weights: every row is fit with weight × (balanced class weight when lr.class_weight=balanced and
 the sampler did not already put it in the weight column, i.e. sample.method != class_weight).
@@ -22,18 +23,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from starscale import lr, metrics, results, storage
+from starscale import layout, lr, metrics, model_store, results, storage
 from starscale.config import Config
-from starscale.tables import FEATURES_SCHEMA
-from starscale.stages import evaluate as evaluate_stage
-
-
-
-def read_features(spark, encode_dir: str, split: str) -> DataFrame:
-    """One split of encode/<tag>/features: review_id, label, weight, features."""
-    return (spark.read.schema(FEATURES_SCHEMA).parquet(encode_dir + "/features")
-            .where(F.col("split") == split)
-            .select("review_id", "label", "weight", "features"))
 
 
 def _strategy_by_label(strategy):
@@ -45,11 +36,7 @@ def _strategy_by_label(strategy):
 
 def _adasyn(cfg: Config, train: DataFrame):
     """Collect train features, ADASYN them on the driver → (ids, X, y, w) with synthetic rows."""
-    try:
-        from starscale.resample import adasyn_resample
-    except ImportError as exc:   # resample.py is another engineer's module
-        raise NotImplementedError("sample.method=adasyn needs starscale.resample.adasyn_resample, "
-                                  "which is not available") from exc
+    from starscale.resample import adasyn_resample
     ids, X, y, w = lr.collect_features(train, cfg.sample.adasyn_max_rows, key="sample.adasyn_max_rows")
     X_res, y_res = adasyn_resample(X, y, cfg.sample.seed, _strategy_by_label(cfg.sample.strategy),
                                    cfg.sample.adasyn_max_rows)
@@ -66,60 +53,58 @@ def _class_weights(cfg: Config, label_counts: dict[int, int]) -> dict[int, float
     return balanced_class_weights(label_counts)
 
 
-def fit_and_score(spark, cfg: Config, train: DataFrame, test: DataFrame) -> dict:
-    """Fit the configured engine on train, score test. Returns the fitted model and its numbers."""
+def _fit_mllib(spark, cfg: Config, train: DataFrame, adasyn: tuple | None, info: dict):
+    if adasyn is not None:
+        ids, X, y, w = adasyn
+        train = lr.sparse_rows_frame(spark, X, y, w, ids)
+    label_counts = {int(r["label"]): int(r["count"])
+                    for r in train.groupBy("label").count().collect()}
+    weighted = lr.with_fit_weight(train, _class_weights(cfg, label_counts)).persist()
+    try:
+        total_weight = weighted.agg(F.sum(lr.FIT_WEIGHT)).first()[0]
+        reg_param = (cfg.lr.reg_param if cfg.lr.reg_param is not None
+                     else lr.mllib_reg_for_C(cfg.lr.C, total_weight))
+        info["reg_param_effective"] = reg_param
+        fit_start = time.time()
+        model = lr.fit_mllib(weighted, reg_param, cfg.lr.elastic_net, cfg.lr.max_iter)
+        info["fit_seconds"] = time.time() - fit_start
+    finally:
+        weighted.unpersist()
+    info["iterations"] = int(model.summary.totalIterations)
+    return model, label_counts, total_weight
+
+
+def _fit_sklearn(cfg: Config, train: DataFrame, adasyn: tuple | None, info: dict):
+    ids, X, y, w = adasyn if adasyn is not None else lr.collect_features(train,
+                                                                         cfg.lr.sklearn_max_rows)
+    label_counts = {int(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}
+    cw = _class_weights(cfg, label_counts)
+    fit_w = w * (np.vectorize(cw.get)(y) if cw else 1.0)
+    fit_start = time.time()
+    model = lr.fit_sklearn(X, y, fit_w, cfg.lr.C, cfg.lr.max_iter)
+    info["fit_seconds"] = time.time() - fit_start
+    info["iterations"] = int(np.max(model.n_iter_))
+    return model, label_counts, float(fit_w.sum())
+
+
+def fit(spark, cfg: Config, train: DataFrame) -> dict:
+    """Fit the configured engine on train → the fitted model and its numbers."""
     engine = cfg.lr.engine
-    started = time.time()
     info: dict = {"engine": engine}
+    adasyn = None
     if cfg.sample.method == "adasyn":
         ids, X, y, w, n_new = _adasyn(cfg, train)
+        adasyn = (ids, X, y, w)
         info["adasyn_rows_added"] = int(n_new)
     if engine == "mllib":
-        if cfg.sample.method == "adasyn":
-            train = lr.sparse_rows_frame(spark, X, y, w, ids)
-        label_counts = {int(r["label"]): int(r["count"])
-                        for r in train.groupBy("label").count().collect()}
-        weighted = lr.with_fit_weight(train, _class_weights(cfg, label_counts)).persist()
-        try:
-            total_weight = weighted.agg(F.sum(lr.FIT_WEIGHT)).first()[0]
-            reg_param = (cfg.lr.reg_param if cfg.lr.reg_param is not None
-                         else lr.mllib_reg_for_C(cfg.lr.C, total_weight))
-            info["reg_param_effective"] = reg_param
-            fit_start = time.time()
-            model = lr.fit_mllib(weighted, reg_param, cfg.lr.elastic_net, cfg.lr.max_iter)
-            info["fit_seconds"] = time.time() - fit_start
-        finally:
-            weighted.unpersist()
-        info["iterations"] = int(model.summary.totalIterations)
-        predict_start = time.time()
-        test_ids, y_true, y_pred, proba = lr.collect_predictions(lr.predict_mllib(model, test))
+        model, label_counts, total_weight = _fit_mllib(spark, cfg, train, adasyn, info)
     else:
-        if cfg.sample.method != "adasyn":
-            ids, X, y, w = lr.collect_features(train, cfg.lr.sklearn_max_rows)
-        label_counts = {int(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}
-        cw = _class_weights(cfg, label_counts)
-        fit_w = w * (np.vectorize(cw.get)(y) if cw else 1.0)
-        total_weight = float(fit_w.sum())
-        fit_start = time.time()
-        model = lr.fit_sklearn(X, y, fit_w, cfg.lr.C, cfg.lr.max_iter)
-        info["fit_seconds"] = time.time() - fit_start
-        info["iterations"] = int(np.max(model.n_iter_))
-        predict_start = time.time()
-        test_ids, X_test, y_true, _ = lr.collect_features(test, cfg.lr.sklearn_max_rows)
-        order = np.argsort(test_ids, kind="stable")
-        test_ids, X_test, y_true = test_ids[order], X_test[order], y_true[order]
-        proba_known = model.predict_proba(X_test)
-        proba = np.zeros((len(test_ids), metrics.N_CLASSES))
-        proba[:, model.classes_] = proba_known
-        y_pred = model.classes_[np.argmax(proba_known, axis=1)]
+        model, label_counts, total_weight = _fit_sklearn(cfg, train, adasyn, info)
     info.update({
         "model": model,
         "train_rows": int(sum(label_counts.values())),
         "label_counts_fit": {str(k): v for k, v in sorted(label_counts.items())},
         "total_fit_weight": float(total_weight),
-        "predict_seconds": time.time() - predict_start,
-        "test_ids": test_ids, "y_true": y_true, "y_pred": y_pred, "proba": proba,
-        "seconds": time.time() - started,
     })
     return info
 
@@ -134,47 +119,37 @@ def config_hash(cfg: Config) -> str:
 
 
 def run(spark, cfg: Config, force: bool = False) -> dict:
-    """Fit the LR baseline on encode/<tag>, evaluate on test, save the model and a results row."""
+    """Fit the LR baseline on encode/<tag>, score the test split, write the results row and
+    predictions, then publish the model."""
     tag = cfg.encode_tag()
     engine = cfg.lr.engine
-    encode_dir = cfg.encode_dir()
-    output = evaluate_stage.default_model_dir(cfg, "lr")
-    results_dir = cfg.stage_dir("results")
+    encode_dir = layout.encode_dir(cfg)
+    output = layout.model_dir(cfg, "lr")
+    results_dir = layout.results_dir(cfg)
     outcome: dict = {}
 
     def write(staging: str) -> dict:
-        train = read_features(spark, encode_dir, "train")
-        test = read_features(spark, encode_dir, "test")
-        fitted = fit_and_score(spark, cfg, train, test)
-        if engine == "mllib":
-            fitted["model"].write().save(staging + "/" + evaluate_stage.MLLIB_MODEL)
-        else:
-            storage.write_text(spark, staging + "/" + evaluate_stage.SKLEARN_MODEL,
-                               json.dumps(lr.sklearn_to_dict(fitted["model"])))
+        started = time.time()
+        fitted = fit(spark, cfg, model_store.read_features(spark, encode_dir, "train"))
+        model_store.save_lr(spark, staging, engine, fitted["model"])
+        model = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
+            engine, fitted["model"]))
+        scored = model_store.score_table(spark, model, encode_dir, "test")
         eval_start = time.time()
-        summary = metrics.summary(fitted["y_true"], fitted["y_pred"])
-        ci = (metrics.bootstrap_ci(fitted["y_true"], fitted["y_pred"], cfg.evaluate.bootstrap,
+        summary = metrics.summary(scored.y_true, scored.y_pred)
+        ci = (metrics.bootstrap_ci(scored.y_true, scored.y_pred, cfg.evaluate.bootstrap,
                                    cfg.evaluate.seed) if cfg.evaluate.bootstrap else None)
         eval_seconds = time.time() - eval_start
-        storage.write_text(spark, staging + "/metrics.json",
+        storage.write_text(spark, layout.join(staging, "metrics.json"),
                            json.dumps({"summary": summary, "ci": ci}, indent=2))
-        run_id = evaluate_stage.new_run_id(f"lr_{engine}", tag)
-        numbers = {
-            "run_id": run_id, "tag": tag, "engine": engine, "model_kind": "lr",
-            "encode_dir": storage.qualify(encode_dir),
-            "train_rows": fitted["train_rows"], "test_rows": int(len(fitted["y_true"])),
-            "label_counts_fit": fitted["label_counts_fit"],
-            "iterations": fitted["iterations"], "total_fit_weight": fitted["total_fit_weight"],
-            "fit_seconds": round(fitted["fit_seconds"], 3),
-            "predict_seconds": round(fitted["predict_seconds"], 3),
-            "eval_seconds": round(eval_seconds, 3),
-            "score": summary["score"], "accuracy": summary["accuracy"],
-            "macro_f1": summary["macro_f1"], "ci": ci,
-        }
-        for key in ("adasyn_rows_added", "reg_param_effective"):
-            if key in fitted:
-                numbers[key] = fitted[key]
-        outcome.update(fitted=fitted, summary=summary, ci=ci, numbers=numbers)
+        numbers = _numbers(results.new_run_id(model.name, tag), tag, engine, encode_dir,
+                           fitted, scored, summary, ci, eval_seconds)
+        # The row and predictions before the model is published: no published model lacks them.
+        results.save_predictions(results_dir, numbers["run_id"], scored.review_ids,
+                                 scored.y_true, scored.y_pred, scored.proba)
+        results.write_row(results_dir, _row(cfg, numbers, summary, ci, output,
+                                            stage_seconds=time.time() - started))
+        outcome.update(summary=summary, numbers=numbers)
         return numbers
 
     manifest = storage.run_stage(
@@ -184,25 +159,50 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     if manifest.get("skipped"):
         return {k: manifest.get(k) for k in ("run_id", "tag", "engine", "score", "accuracy",
                                              "macro_f1", "ci", "output", "skipped")}
-    # Results row and predictions only once the model is published, so a row always points
-    # at a model that exists.
-    fitted, numbers = outcome["fitted"], outcome["numbers"]
-    results.save_predictions(results_dir, numbers["run_id"], fitted["test_ids"], fitted["y_true"],
-                             fitted["y_pred"], fitted["proba"])
-    rows_seen = fitted["train_rows"] * fitted["iterations"]
-    row = evaluate_stage.result_row(
-        cfg, model="lr", engine=engine, stage="train-lr", run_id=numbers["run_id"],
-        model_dir=manifest["output"], summary=outcome["summary"], ci=outcome["ci"],
-        extra={"train_rows": fitted["train_rows"], "iterations": fitted["iterations"],
-               "rows_seen": rows_seen, "epochs": None,
-               "fit_seconds": numbers["fit_seconds"], "predict_seconds": numbers["predict_seconds"],
-               "eval_seconds": numbers["eval_seconds"], "stage_seconds": manifest.get("seconds"),
-               "samples_per_s": rows_seen / fitted["fit_seconds"] if fitted["fit_seconds"] else None,
-               "adasyn_rows_added": numbers.get("adasyn_rows_added"),
-               "lr.reg_param_effective": numbers.get("reg_param_effective")},
-        sections=("lr", "sample", "encode"))
-    results.append_result(results_dir, row)
+    numbers = outcome["numbers"]
     return {**{k: numbers[k] for k in ("run_id", "tag", "engine", "score", "accuracy", "macro_f1",
                                        "ci", "train_rows", "test_rows", "iterations")},
             "per_class": outcome["summary"]["per_class"], "output": manifest["output"],
             "skipped": False}
+
+
+def _numbers(run_id: str, tag: str, engine: str, encode_dir: str, fitted: dict,
+             scored: model_store.Scored, summary: dict, ci: dict | None,
+             eval_seconds: float) -> dict:
+    """The model's manifest numbers."""
+    numbers = {
+        "run_id": run_id, "tag": tag, "engine": engine, "model_kind": "lr",
+        "encode_dir": storage.qualify(encode_dir),
+        "train_rows": fitted["train_rows"], "test_rows": int(len(scored.y_true)),
+        "label_counts_fit": fitted["label_counts_fit"],
+        "iterations": fitted["iterations"], "total_fit_weight": fitted["total_fit_weight"],
+        "fit_seconds": round(fitted["fit_seconds"], 3),
+        "predict_seconds": round(scored.seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "score": summary["score"], "accuracy": summary["accuracy"],
+        "macro_f1": summary["macro_f1"], "ci": ci,
+    }
+    for key in ("adasyn_rows_added", "reg_param_effective"):
+        if key in fitted:
+            numbers[key] = fitted[key]
+    return numbers
+
+
+def _row(cfg: Config, numbers: dict, summary: dict, ci: dict | None, output: str,
+         stage_seconds: float) -> results.ResultRow:
+    rows_seen = numbers["train_rows"] * numbers["iterations"]
+    fit_seconds = numbers["fit_seconds"]
+    extra = ({"lr.reg_param_effective": numbers["reg_param_effective"]}
+             if "reg_param_effective" in numbers else {})
+    return results.ResultRow(
+        run_id=numbers["run_id"], model="lr", engine=numbers["engine"], tag=numbers["tag"],
+        sample_size=str(cfg.sample.size), sample_method=cfg.sample.method, stage="train-lr",
+        model_dir=storage.qualify(output), run_name=cfg.run.name,
+        metrics=metrics.metric_columns(summary, ci), bootstrap=cfg.evaluate.bootstrap,
+        bootstrap_seed=cfg.evaluate.seed, train_rows=numbers["train_rows"],
+        test_rows=numbers["test_rows"], rows_seen=rows_seen, iterations=numbers["iterations"],
+        fit_seconds=fit_seconds, predict_seconds=numbers["predict_seconds"],
+        eval_seconds=numbers["eval_seconds"], stage_seconds=round(stage_seconds, 3),
+        samples_per_s=rows_seen / fit_seconds if fit_seconds else None,
+        adasyn_rows_added=numbers.get("adasyn_rows_added"),
+        params=results.model_params(cfg, "lr", extra))

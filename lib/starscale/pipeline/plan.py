@@ -3,7 +3,8 @@
 Pure helpers (no Spark, no paths read): ``grid_sizes`` resolves ``experiment.sizes`` against the
 ladder, ``cell_config`` derives one cell's frozen Config with ``dataclasses.replace``, ``plan``
 lists every step in run order, ``forced_stages`` reads ``--force [STAGE]``, and the rest turn
-manifests and results rows into progress lines, the summary table and MLflow params/metrics.
+manifests and results rows into progress lines and the summary table. The runner
+(pipeline.runner) executes the plan; MLflow lives in pipeline.tracking.
 """
 from __future__ import annotations
 
@@ -159,43 +160,13 @@ def run_label(row: Mapping[str, Any]) -> str:
         return str(row.get("model"))
     kind = "hash" if _truthy(row.get("encode.tfidf_hashed")) else "top"
     features = row.get("encode.tfidf_features")
-    suffix = f" {kind}{int(float(features))}" if _present(features) else ""
+    suffix = f" {kind}{int(float(features))}" if present(features) else ""
     return f"lr_{row.get('engine')}{suffix}"
 
 
-def _present(value: Any) -> bool:
+def present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _truthy(value: Any) -> bool:
     return str(value).lower() in ("true", "1", "yes")
-
-
-# --------------------------------------------------------------------------- MLflow
-METRIC_PREFIXES = ("score", "accuracy", "macro_f1", "precision_", "recall_", "f1_", "support_")
-EFFORT_KEYS = ("train_rows", "rows_seen", "iterations", "epochs_run", "fit_seconds",
-               "predict_seconds", "eval_seconds", "stage_seconds", "samples_per_s", "n_test")
-IDENTITY_KEYS = ("model", "engine", "tag", "sample_size", "sample_method", "stage")
-MAX_PARAM_CHARS = 500      # MLflow limits a param value's length; long JSON is cut
-
-
-def mlflow_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric metric and effort columns of a results row (nulls dropped)."""
-    out = {}
-    for key, value in row.items():
-        if not (key.startswith(METRIC_PREFIXES) or key in EFFORT_KEYS):
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(float(value)):
-            out[key] = float(value)
-    return out
-
-
-def mlflow_params(row: Mapping[str, Any]) -> dict[str, str]:
-    """Identity and hyperparameter columns (dotted 'section.key' names) of a results row."""
-    out = {}
-    for key, value in row.items():
-        if (key in IDENTITY_KEYS or "." in key) and _present(value):
-            out[key] = str(value)[:MAX_PARAM_CHARS]
-    return out

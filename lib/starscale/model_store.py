@@ -1,0 +1,231 @@
+"""Saved models: each kind's files in its folder, saving and loading them, and the one way a
+model is scored on a table.
+
+    LR   (train-lr):   <model_dir>/model/ (MLlib LogisticRegressionModel) or
+                       <model_dir>/sklearn_model.json (lr.sklearn_to_dict)
+    LSTM (train-lstm): <model_dir>/{model.keras, vocab.txt, config.json} (lstm.save_bundle's layout)
+
+``score_table(spark, model, encode_dir, split)`` scores a model on one split of encode's output
+(LR: the features table through the model's Spark scorer; LSTM: the sequences shards chunk by
+chunk through ``lstm_proba``) → ``Scored``. train-lr, train-lstm and evaluate all call it;
+predict scores raw text inside Spark with the same LR scorer and the same ``lstm_proba``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from starscale import layout, lr, metrics, storage
+from starscale.tables import FEATURES_SCHEMA
+
+MLLIB_MODEL = "model"                    # MLlib LogisticRegressionModel folder
+SKLEARN_MODEL = "sklearn_model.json"     # scikit-learn coefficients (lr.sklearn_to_dict)
+PRODUCERS = {"lr": "train-lr", "lstm": "train-lstm"}
+
+# LSTM models loaded in this Python process (an executor's, for predict), by model file path.
+_LSTM_CACHE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A model ready to score. predictor: LR — features DataFrame → review_id, label, pred,
+    proba; LSTM — the Keras model."""
+    kind: str                       # lr | lstm
+    engine: str | None              # mllib | sklearn for the LR; None for the LSTM
+    manifest: dict
+    predictor: Any
+
+    @property
+    def name(self) -> str:
+        return layout.model_name(self.kind, self.engine)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's predictions on one split (labels 0..4), rows in the order scored."""
+    review_ids: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None
+    seconds: float
+
+
+def require(spark, kind: str, model_dir: str) -> dict:
+    """The manifest of a published model, or a ValueError naming the stage to run."""
+    return storage.require_manifest(spark, model_dir, PRODUCERS[kind])
+
+
+# --------------------------------------------------------------------------- LR
+def save_lr(spark, folder: str, engine: str, model) -> None:
+    """A fitted MLlib or scikit-learn LR into a (staging) model folder."""
+    if engine == "mllib":
+        model.write().save(layout.join(folder, MLLIB_MODEL))
+    else:
+        storage.write_text(spark, layout.join(folder, SKLEARN_MODEL),
+                           json.dumps(lr.sklearn_to_dict(model)))
+
+
+def lr_predictor(engine: str, model) -> Callable[[DataFrame], DataFrame]:
+    """features → review_id, label, pred, proba for an MLlib model or a scikit-learn model (or
+    its lr.sklearn_to_dict form), scored inside Spark."""
+    if engine == "mllib":
+        return lambda features: lr.predict_mllib(model, features)
+    data = model if isinstance(model, dict) else lr.sklearn_to_dict(model)
+    coef, intercept = np.asarray(data["coef"]), np.asarray(data["intercept"])
+    return lambda features: lr.predict_linear(features, coef, intercept, data["classes"])
+
+
+def load_lr(spark, model_dir: str) -> SavedModel:
+    manifest = require(spark, "lr", model_dir)
+    engine = manifest.get("engine")
+    root = storage.qualify(model_dir)
+    if engine == "mllib":
+        from pyspark.ml.classification import LogisticRegressionModel
+        return SavedModel("lr", engine, manifest, lr_predictor(
+            engine, LogisticRegressionModel.load(layout.join(root, MLLIB_MODEL))))
+    if engine == "sklearn":
+        data = json.loads(storage.read_text(spark, layout.join(root, SKLEARN_MODEL)))
+        return SavedModel("lr", engine, manifest, lr_predictor(engine, data))
+    raise ValueError(f"{model_dir}/{storage.MANIFEST}: engine {engine!r} is not an LR model "
+                     f"(expected mllib or sklearn)")
+
+
+def read_features(spark, encode_dir: str, split: str) -> DataFrame:
+    """One split of encode/<tag>/features: review_id, label, weight, features."""
+    return (spark.read.schema(FEATURES_SCHEMA).parquet(layout.join(encode_dir, layout.FEATURES))
+            .where(F.col("split") == split)
+            .select("review_id", "label", "weight", "features"))
+
+
+# --------------------------------------------------------------------------- LSTM
+def find_lstm_file(model_dir: str) -> str:
+    """The model.keras inside a local LSTM model folder (at the top or one level down)."""
+    from starscale.lstm import MODEL_FILE
+    local = storage.local_path(model_dir)
+    if local is None:
+        raise ValueError(f"{model_dir}: LSTM models are loaded from a local path; copy it locally")
+    if os.path.isfile(local):
+        return local
+    top = os.path.join(local, MODEL_FILE)
+    if os.path.isfile(top):
+        return top
+    below = sorted(os.path.join(local, d, MODEL_FILE) for d in os.listdir(local)
+                   if os.path.isfile(os.path.join(local, d, MODEL_FILE))) \
+        if os.path.isdir(local) else []
+    if not below:
+        raise ValueError(f"{model_dir}: no {MODEL_FILE} here or one folder down")
+    return below[0]
+
+
+def load_lstm_file(path: str):
+    """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI."""
+    from starscale import lstm
+    local = storage.local_path(path)
+    if local is not None:
+        return lstm.load_model(local, compile=False)
+    from starscale.training.checkpoints import load_model_bytes
+    data = storage.read_bytes(path)
+    if data is None:
+        raise ValueError(f"no saved model at {path}")
+    return load_model_bytes(data, compile=False)
+
+
+def cached_lstm(model_file: str):
+    """The Keras model of model_file, loaded once per Python process (executor)."""
+    model = _LSTM_CACHE.get(model_file)
+    if model is None:
+        model = _LSTM_CACHE[model_file] = load_lstm_file(model_file)
+    return model
+
+
+def load_lstm(spark, model_dir: str) -> SavedModel:
+    manifest = require(spark, "lstm", model_dir)
+    return SavedModel("lstm", None, manifest, load_lstm_file(find_lstm_file(model_dir)))
+
+
+def save_lstm(folder: str, model_file: str, vocab_file: str, config: dict) -> str:
+    """The LSTM bundle into a (staging) model folder: the trained model file, the vocabulary
+    it was encoded with and the resolved config. Returns the model file's new path."""
+    from starscale import lstm
+    target = layout.join(folder, lstm.MODEL_FILE)
+    storage.copy_file(model_file, target)
+    storage.copy_file(vocab_file, layout.join(folder, lstm.VOCAB_FILE))
+    storage.write_bytes(layout.join(folder, lstm.CONFIG_FILE),
+                        json.dumps(config, indent=2, sort_keys=True, default=str).encode())
+    return target
+
+
+def lstm_text_settings(model_file: str, encode_dir: str, max_len: int, padding: str,
+                       truncating: str) -> tuple[list[str], int, str, str]:
+    """How a saved LSTM encodes text: (vocabulary, max_len, padding, truncating) from its bundle
+    (vocab.txt, config.json); the encode folder's vocab.txt and the given settings otherwise."""
+    from starscale.encode import load_vocab
+    from starscale.lstm import CONFIG_FILE, VOCAB_FILE
+    folder = os.path.dirname(model_file)
+    vocab_file = os.path.join(folder, VOCAB_FILE)
+    if not os.path.isfile(vocab_file):
+        vocab_file = os.path.join(storage.local_path(encode_dir), layout.VOCAB)
+    if not os.path.isfile(vocab_file):
+        raise ValueError(f"{model_file}: no vocab.txt beside the model nor in {encode_dir}")
+    with open(vocab_file) as fh:
+        vocab = load_vocab(fh.read(), vocab_file)
+    settings = {"max_len": max_len, "padding": padding, "truncating": truncating}
+    config_file = os.path.join(folder, CONFIG_FILE)
+    if os.path.isfile(config_file):
+        with open(config_file) as fh:
+            saved = json.load(fh)
+        for source in (saved, saved.get("encode") or {}):
+            settings.update({k: source[k] for k in settings if k in source})
+    return vocab, int(settings["max_len"]), settings["padding"], settings["truncating"]
+
+
+def lstm_proba(model, ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n, 5) class probabilities of token-id rows (n, max_len): the one Keras predict call."""
+    if len(ids) == 0:
+        return np.zeros((0, metrics.N_CLASSES))
+    return np.asarray(model.predict(ids, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- scoring
+def load(spark, kind: str, model_dir: str) -> SavedModel:
+    return load_lr(spark, model_dir) if kind == "lr" else load_lstm(spark, model_dir)
+
+
+def score_table(spark, model: SavedModel, encode_dir: str, split: str = "test",
+                batch_size: int = 1024) -> Scored:
+    """Score a model on one split of encode's output (batch_size: LSTM rows per predict)."""
+    started = time.time()
+    if model.kind == "lr":
+        ids, y_true, y_pred, proba = lr.collect_predictions(
+            model.predictor(read_features(spark, encode_dir, split)))
+    else:
+        ids, y_true, y_pred, proba = _score_sequences(model.predictor, encode_dir, split,
+                                                      batch_size)
+    if y_true is None or len(y_true) == 0:
+        raise ValueError(f"{encode_dir}: the {split} split is empty or has null labels")
+    return Scored(ids, y_true, y_pred, proba, time.time() - started)
+
+
+def _score_sequences(model, encode_dir: str, split: str, batch_size: int):
+    """The LSTM on every row of a split's sequences, one record batch at a time, file order."""
+    from starscale.training.data import sequences_dir, split_chunks
+    ids_out, labels, probas = [], [], []
+    for rid, lab, _wt, ids in split_chunks(sequences_dir(encode_dir), split,
+                                           max(batch_size, 1024)):
+        if not len(lab):
+            continue
+        probas.append(lstm_proba(model, ids, batch_size))
+        ids_out.extend(rid.tolist())
+        labels.append(lab)
+    if not labels:
+        return np.zeros(0, dtype=object), None, None, None
+    proba = np.concatenate(probas)
+    return (np.asarray(ids_out, dtype=object), np.concatenate(labels).astype(np.int64),
+            proba.argmax(axis=1).astype(np.int64), proba)

@@ -1,0 +1,163 @@
+"""The Keras callbacks of a rank: heartbeats, dropout reseeding, warmup settling, the NaN guard,
+early stopping with best weights, checkpoints, and the epoch-sleep test hook.
+
+Importing this module imports TensorFlow (the classes subclass keras.callbacks.Callback).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from starscale.training import checkpoints
+from starscale.training.watchdog import TrainingFailed, Watchdog
+
+
+def _keras_callback():
+    from tensorflow import keras
+    return keras.callbacks.Callback
+
+
+class Progress(_keras_callback()):
+    """Heartbeats for the watchdog; remembers the current epoch and batch."""
+
+    def __init__(self, watchdog: Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.watchdog.beat(f"epoch {epoch + 1} start")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.watchdog.beat(f"epoch {self.epoch + 1} batch {batch + 1}")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.watchdog.beat(f"epoch {self.epoch + 1} validation batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.watchdog.beat(f"epoch {epoch + 1} end")
+
+
+class Sleep(_keras_callback()):
+    """Test hook: pause after each epoch's checkpoint (a window to kill the process in)."""
+
+    def __init__(self, seconds: float, watchdog: Watchdog):
+        super().__init__()
+        self.seconds, self.watchdog = seconds, watchdog
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.seconds)
+        self.watchdog.beat(f"epoch {epoch + 1} end")
+
+
+class ReseedDropout(_keras_callback()):
+    """Dropout masks from (seed, rank, epoch): the same whether the run resumed or not, and
+    different on each rank."""
+
+    def __init__(self, seed: int, rank: int):
+        super().__init__()
+        self.seed, self.rank = seed, rank
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from starscale import lstm
+        lstm.reseed_dropout(self.model, self.seed, self.rank, epoch)
+
+
+class SettleLR(_keras_callback()):
+    """After warmup, set the learning rate to exactly its target (a resumed run, which skips the
+    warmup callback, and an uninterrupted one then use the same rate)."""
+
+    def __init__(self, lr: float, warmup_epochs: int):
+        super().__init__()
+        self.lr, self.warmup_epochs = lr, warmup_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.warmup_epochs:
+            self.model.optimizer.learning_rate.assign(self.lr)
+
+
+class NanGuard(_keras_callback()):
+    """Stop at the first non-finite loss (or weights) with the epoch and batch in the message."""
+
+    def __init__(self, rank: int, ckpt_dir: str, epoch_of):
+        super().__init__()
+        self.rank, self.ckpt_dir, self.epoch_of = rank, ckpt_dir, epoch_of
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        # The output bias is 5 numbers: cheap, and after a NaN step it is NaN on every rank (the
+        # allreduced gradient is NaN everywhere), so all ranks stop at the same batch.
+        bias = self.model.layers[-1].bias.numpy()
+        if math.isfinite(loss) and np.isfinite(bias).all():
+            return
+        state = checkpoints.read_state(self.ckpt_dir)
+        last = (f"last good checkpoint: {self.ckpt_dir}/{state['model_file']} (epoch "
+                f"{state['completed_epochs']})" if state else "no checkpoint written yet")
+        msg = (f"NaN loss at epoch {self.epoch_of() + 1} batch {batch + 1} on rank {self.rank}: "
+               f"training stopped; {last}")
+        checkpoints.write_failure(self.ckpt_dir, msg, self.rank)
+        raise TrainingFailed(msg)
+
+
+class BestWeights(_keras_callback()):
+    """Early stopping on the (rank-averaged) validation loss, keeping the best weights in memory
+    and restoring them at the end of training, whether or not it stopped early."""
+
+    def __init__(self, patience: int, state: dict | None, best_weights):
+        super().__init__()
+        self.patience = patience
+        self.best = state.get("best") if state else None
+        self.wait = int(state.get("wait", 0)) if state else 0
+        self.best_epoch = state.get("best_epoch") if state else None
+        self.best_weights = best_weights
+        self.changed = False
+        self.stopped = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get("val_loss", logs.get("loss"))
+        value = float(value) if value is not None else math.inf
+        self.changed = False
+        if self.best is None or value < self.best:
+            self.best, self.wait, self.best_epoch = value, 0, epoch + 1
+            self.best_weights = self.model.get_weights()
+            self.changed = True
+        else:
+            self.wait += 1
+            if self.patience > 0 and self.wait >= self.patience:
+                self.model.stop_training = True
+                self.stopped = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class Checkpointer(_keras_callback()):
+    """Rank 0: the epoch's checkpoint (training.checkpoints.save_epoch) after every epoch; every
+    rank keeps the history. Never writes non-finite weights."""
+
+    def __init__(self, rank: int, ckpt_dir: str, fingerprint: str, lcfg,
+                 best: BestWeights, history: dict | None):
+        super().__init__()
+        self.rank, self.ckpt_dir, self.fingerprint, self.lcfg = rank, ckpt_dir, fingerprint, lcfg
+        self.best = best
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, val in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(val))
+        if self.rank != 0:
+            return
+        weights = self.model.get_weights()
+        if not all(np.isfinite(w).all() for w in weights):
+            raise TrainingFailed(f"non-finite weights at the end of epoch {epoch + 1}: "
+                                 f"checkpoint not written")
+        state = {"best": self.best.best, "wait": self.best.wait, "best_epoch": self.best.best_epoch,
+                 "stopped": bool(self.model.stop_training), "history": self.history,
+                 "fingerprint": self.fingerprint}
+        checkpoints.save_epoch(self.ckpt_dir, epoch + 1, self.model, self.lcfg,
+                               self.best.best_weights or weights, self.best.changed, state)

@@ -1,0 +1,146 @@
+"""The checkpoint folder of one LSTM training: what is in it, written and read atomically.
+
+Folder (layout.checkpoints_dir; shared storage every rank's host can reach): ``epoch-NNNN.keras``
+(model + optimizer), ``best.weights.npz`` (early stopping's best weights), ``state.json``
+(written last: completed epochs, early-stopping state, history, fingerprint), ``final.keras``
+(the trained model with best weights restored) and ``_FAILURE.json`` (why a rank failed, read by
+the driver to name the cause in its error). Rank 0 alone writes; every file goes through
+storage.write_bytes (temp file + rename), state last, so a kill leaves a loadable checkpoint.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from starscale import layout, storage
+
+STATE_FILE = "state.json"
+BEST_FILE = "best.weights.npz"
+FINAL_FILE = "final.keras"
+FAILURE_FILE = "_FAILURE.json"
+KEEP_EPOCHS = 2
+
+
+def epoch_file(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.keras"
+
+
+def _read_json(path: str) -> dict | None:
+    data = storage.read_bytes(path)
+    return json.loads(data) if data else None
+
+
+def read_state(ckpt_dir: str) -> dict | None:
+    return _read_json(layout.join(ckpt_dir, STATE_FILE))
+
+
+def read_failure(ckpt_dir: str) -> dict | None:
+    return _read_json(layout.join(ckpt_dir, FAILURE_FILE))
+
+
+def write_failure(ckpt_dir: str, message: str, rank: int) -> None:
+    storage.write_bytes(layout.join(ckpt_dir, FAILURE_FILE),
+                        json.dumps({"rank": rank, "message": message}).encode())
+
+
+def clear_failure(ckpt_dir: str) -> None:
+    storage.make_dirs(ckpt_dir)
+    storage.delete_file(layout.join(ckpt_dir, FAILURE_FILE))
+
+
+def clear_checkpoints(ckpt_dir: str) -> None:
+    """Forget earlier progress: the next run starts at epoch 0."""
+    storage.empty_dir(ckpt_dir)
+
+
+def final_model_path(ckpt_dir: str) -> str:
+    return layout.join(ckpt_dir, FINAL_FILE)
+
+
+# --------------------------------------------------------------------------- Keras models as bytes
+def model_bytes(model) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.keras")
+        model.save(path)
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+def load_model_bytes(data: bytes, compile: bool = True):
+    from tensorflow import keras
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.keras")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return keras.models.load_model(path, safe_mode=True, compile=compile)
+
+
+def plain_copy(model, lcfg):
+    """The model with a plain Keras Adam holding the same optimizer state, for saving: the
+    Horovod optimizer class lives in horovod's module, which load_model(safe_mode) can't load.
+    lcfg: the LSTMConfig (learning_rate, clipnorm, mixed_precision)."""
+    from tensorflow import keras
+    from starscale import lstm
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    opt = lstm.make_optimizer(lcfg.learning_rate, lcfg.clipnorm)
+    lstm.compile_model(copy, opt, mixed_precision=lcfg.mixed_precision)
+    copy.optimizer.build(copy.trainable_variables)
+    set_optimizer_state(copy, model)
+    return copy
+
+
+def set_optimizer_state(model, loaded) -> None:
+    """Copy loaded's optimizer variables (iterations, moments, …) into model's optimizer."""
+    src = list(loaded.optimizer.variables)
+    dst = list(model.optimizer.variables)
+    if len(src) != len(dst) or any(s.shape != d.shape for s, d in zip(src, dst)):
+        raise ValueError(f"optimizer state does not fit: {len(src)} variables vs {len(dst)} "
+                         f"(checkpoint from another model shape?)")
+    for s, d in zip(src, dst):
+        d.assign(s)
+
+
+# --------------------------------------------------------------------------- save / restore
+def save_final(ckpt_dir: str, model, lcfg) -> None:
+    storage.write_bytes(final_model_path(ckpt_dir), model_bytes(plain_copy(model, lcfg)))
+
+
+def save_epoch(ckpt_dir: str, epoch: int, model, lcfg, best_weights, best_changed: bool,
+               state: dict) -> None:
+    """Epoch `epoch` (1-based) done: model + optimizer, best weights when they changed, then
+    state.json (state + the file names) last; older epoch files beyond the newest KEEP_EPOCHS
+    are removed."""
+    name = epoch_file(epoch)
+    storage.write_bytes(layout.join(ckpt_dir, name), model_bytes(plain_copy(model, lcfg)))
+    previous = read_state(ckpt_dir)
+    best_file = previous.get("best_file") if previous else None
+    if best_changed or best_file is None:
+        best_file = BEST_FILE
+        buf = io.BytesIO()
+        np.savez(buf, **{f"w{i}": w for i, w in enumerate(best_weights)})
+        storage.write_bytes(layout.join(ckpt_dir, best_file), buf.getvalue())
+    full_state = {**state, "completed_epochs": epoch, "model_file": name, "best_file": best_file}
+    storage.write_bytes(layout.join(ckpt_dir, STATE_FILE),
+                        json.dumps(full_state, indent=1).encode())
+    for old in range(1, epoch - KEEP_EPOCHS + 1):
+        storage.delete_file(layout.join(ckpt_dir, epoch_file(old)))
+
+
+def load_checkpoint(ckpt_dir: str, state: dict):
+    """(the Keras model of state's epoch file, best weights or None) from a checkpoint."""
+    data = storage.read_bytes(layout.join(ckpt_dir, state["model_file"]))
+    if data is None:
+        raise ValueError(f"{ckpt_dir}/{state['model_file']}: checkpoint named in "
+                         f"{STATE_FILE} is missing")
+    loaded = load_model_bytes(data)
+    best_weights = None
+    if state.get("best_file"):
+        blob = storage.read_bytes(layout.join(ckpt_dir, state["best_file"]))
+        with np.load(io.BytesIO(blob)) as npz:
+            best_weights = [npz[f"w{i}"] for i in range(len(npz.files))]
+    return loaded, best_weights

@@ -1,0 +1,249 @@
+"""Driver side of LSTM training: the ranks' arguments, the three launchers, the failure watch.
+
+train.launcher: spark → horovod.spark.run, one Spark task per worker; horovodrun →
+`horovodrun -np N --gloo python -m starscale.hvd_train ARGS.json` started from here (or the
+stage itself started under horovodrun: every rank runs train_rank, rank 0 publishes); local →
+one process, this one. Every launcher returns every rank's result, sorted by rank.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from starscale import layout, storage
+from starscale.config import Config
+from starscale.training import checkpoints, data
+from starscale.training.hooks import TrainHooks
+from starscale.training.rank import RankArgs, train_rank
+
+STAGE = "train-lstm"
+RUN_ARGS_FILE = "_run_args.json"
+
+
+def config_hash(cfg: Config) -> str:
+    """What the trained weights depend on besides the encode output (fingerprinted separately):
+    lstm.*, the effective worker count, lr scaling/warmup and the seed. Timeouts, the launcher
+    as such and evaluate.* are left out, so raising a timeout after a failure still resumes."""
+    t = cfg.train
+    workers = 1 if t.launcher == "local" else t.workers
+    key = json.dumps({"lstm": cfg.section_hash("lstm"), "workers": workers, "scale_lr": t.scale_lr,
+                      "warmup_epochs": t.warmup_epochs, "use_gpu": t.use_gpu,
+                      "seed": cfg.run.seed}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _class_weights(cfg: Config, encode_manifest: dict, train: dict[int, list[str]],
+                   seq_dir: str) -> list[float]:
+    if cfg.sample.method == "class_weight" or cfg.lstm.class_weight == "none":
+        # sample.method=class_weight already put the balanced class weight in the weight column.
+        return [1.0] * data.N_CLASSES
+    manifest_weights = encode_manifest.get("class_weights_balanced")
+    if isinstance(manifest_weights, dict) and manifest_weights:
+        # encode's manifest: {label: weight} over the train rows written (absent class: unused)
+        return [float(manifest_weights.get(str(c), 1.0)) for c in range(data.N_CLASSES)]
+    return data.class_weight_list(
+        data.label_counts([f for fs in train.values() for f in fs], seq_dir))
+
+
+def _train_shards(cfg: Config, encode_dir: str, encode_manifest: dict, seq_dir: str):
+    """{shard: files} and {shard: rows} of the train split, checked against the workers and
+    encode's manifest."""
+    train = data.list_shards(seq_dir, "train")
+    if not train:
+        raise ValueError(f"{seq_dir}/split=train: no shards; run the 'encode' stage")
+    if len(train) < cfg.train.workers:
+        raise ValueError(f"{seq_dir}: {len(train)} train shard(s) for train.workers="
+                         f"{cfg.train.workers}; set encode.shards >= train.workers and re-run encode")
+    # Row counts from the Parquet footers: exact, cheap, and what the ranks will actually read.
+    train_rows = {s: data.count_rows(f, seq_dir) for s, f in train.items()}
+    declared = (encode_manifest.get("rows") or {}).get("train")
+    if isinstance(declared, dict):
+        declared = {int(k): int(v) for k, v in declared.items() if int(v) > 0}
+        if declared != train_rows:
+            raise ValueError(f"{encode_dir}: manifest rows.train {declared} differs from the "
+                             f"Parquet files {train_rows}; re-run encode")
+    return train, train_rows
+
+
+def rank_args(cfg: Config, encode_manifest: dict, hooks: TrainHooks) -> RankArgs:
+    """Everything a rank needs, checked here on the driver (pickled into Spark tasks, JSON for
+    horovodrun)."""
+    encode_dir = storage.qualify(layout.encode_dir(cfg))
+    seq_dir = data.sequences_dir(encode_dir)
+    train, train_rows = _train_shards(cfg, encode_dir, encode_manifest, seq_dir)
+    val = data.list_shards(seq_dir, "validation")
+    val_rows = {s: data.count_rows(f, seq_dir) for s, f in val.items() if f}
+    vocab_path = layout.join(encode_dir, layout.VOCAB)
+    vocab = storage.read_bytes(vocab_path)
+    if vocab is None:
+        raise ValueError(f"{vocab_path}: not found; run the 'encode' stage")
+    vocab_size = len(vocab.decode("utf-8").splitlines())
+    first = next((f for fs_ in train.values() for f in fs_), None)
+    max_len = data.first_row_length([first] if first else [], seq_dir) or cfg.encode.max_len
+    fingerprint = hashlib.sha256((config_hash(cfg) + storage.fingerprint(encode_manifest))
+                                 .encode()).hexdigest()[:16]
+    return RankArgs(lstm=cfg.lstm, train=cfg.train, seed=cfg.run.seed, seq_dir=seq_dir,
+                    vocab_path=vocab_path, vocab_size=vocab_size, max_len=max_len,
+                    train_rows=train_rows, val_rows=val_rows,
+                    class_weights=_class_weights(cfg, encode_manifest, train, seq_dir),
+                    ckpt_dir=storage.qualify(layout.checkpoints_dir(cfg)),
+                    fingerprint=fingerprint, hooks=hooks, hard_exit=True)
+
+
+def horovodrun_command(workers: int, start_timeout_s: int, args_path: str,
+                       nics: list[str] | tuple[str, ...] = ()) -> list[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    iface = ["--network-interface", ",".join(nics)] if nics else []
+    return [exe if os.path.exists(exe) else "horovodrun", "-np", str(workers), "--gloo",
+            "-H", f"localhost:{workers}", "--start-timeout", str(start_timeout_s), *iface,
+            sys.executable, "-m", "starscale.hvd_train", args_path]
+
+
+def in_horovodrun() -> bool:
+    """This process is a rank started by horovodrun (the stage run under horovodrun itself)."""
+    return "HOROVOD_RANK" in os.environ and "HOROVOD_SIZE" in os.environ
+
+
+def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = None
+            ) -> RuntimeError:
+    """The stage's error: the failed rank's recorded reason, else the launcher's exception."""
+    info = checkpoints.read_failure(ckpt_dir)
+    reason = info["message"] if info else f"{type(exc).__name__}: {exc}"
+    if watch is not None and watch.fired:
+        reason += f" ({watch.fired})"
+    return RuntimeError(f"{STAGE}: training failed: {reason}")
+
+
+class FailureWatch:
+    """Driver side: once a rank has recorded a failure (_FAILURE.json), the launcher gets
+    train.failure_grace_s to notice that every rank has ended; past that, `abort` (cancel the
+    Spark job, or kill horovodrun) so the stage fails instead of waiting forever on a rank that
+    cannot exit (a survivor stuck after its peer's machine died, a hung process). The ranks'
+    own stall watchdog covers a rank stuck *before* any failure is recorded."""
+
+    def __init__(self, ckpt_dir: str, grace_s: float, abort, what: str, poll_s: float = 1.0):
+        self.ckpt_dir, self.grace_s, self.abort, self.what = ckpt_dir, float(grace_s), abort, what
+        self.poll_s = poll_s
+        self.fired: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="starscale-failure-watch",
+                                        daemon=True)
+
+    def __enter__(self) -> "FailureWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.poll_s):
+            try:
+                failed = checkpoints.read_failure(self.ckpt_dir)
+            except Exception:                # noqa: BLE001 — storage hiccup: look again
+                continue
+            if failed:
+                break
+        else:
+            return
+        if self._done.wait(self.grace_s):
+            return
+        self.fired = (f"a rank failed and the others had not exited {self.grace_s:g}s later "
+                      f"(train.failure_grace_s): {self.what}")
+        print(f"{STAGE}: {self.fired}", file=sys.stderr, flush=True)
+        self.abort()
+
+
+def _cancel_spark_jobs() -> None:
+    """Cancel the running Spark jobs (Horovod's ranks are their tasks): Spark kills the tasks'
+    Python workers, which takes their task services and rank processes down with them."""
+    from pyspark import SparkContext
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.cancelAllJobs()
+
+
+def launch(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
+    """Run train_rank on train.workers ranks with the configured launcher; every rank's result."""
+    checkpoints.clear_failure(args.ckpt_dir)
+    launcher = cfg.train.launcher
+    if launcher == "local":
+        if cfg.train.workers != 1:
+            print(f"{STAGE}: launcher local runs 1 process (train.workers={cfg.train.workers} "
+                  f"ignored)", file=sys.stderr)
+        return [train_rank(dataclasses.replace(args, hard_exit=False))]
+    if launcher == "spark":
+        return launch_spark(cfg, args)
+    return launch_horovodrun(cfg, args)
+
+
+def launch_spark(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
+    import horovod.spark
+    if cfg.train.bind_host:
+        from starscale import loopback
+        # Horovod: the driver service and Gloo rendezvous listen on this address only.
+        loopback.pin_horovod_services(cfg.train.bind_host)
+    watch = FailureWatch(args.ckpt_dir, cfg.train.failure_grace_s, _cancel_spark_jobs,
+                         "Spark job cancelled")
+    try:
+        with watch:
+            # Horovod: one Spark task per worker; the function gets plain values only.
+            return horovod.spark.run(train_rank, args=(args,), num_proc=cfg.train.workers,
+                                     start_timeout=cfg.train.start_timeout_s, use_gloo=True,
+                                     nics=set(cfg.train.nics) or None,
+                                     verbose=1, stdout=sys.stdout, stderr=sys.stderr)
+    except Exception as exc:             # noqa: BLE001 — re-raised with the rank's reason
+        raise failure(args.ckpt_dir, exc, watch) from exc
+
+
+def launch_horovodrun(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
+    """horovodrun from here: args as a JSON file beside the checkpoints (local disk)."""
+    local = storage.local_path(args.ckpt_dir)
+    if local is None:
+        raise ValueError(f"train.launcher=horovodrun needs a local checkpoints dir, got "
+                         f"{args.ckpt_dir}")
+    os.makedirs(local, exist_ok=True)
+    args_path = layout.join(local, RUN_ARGS_FILE)
+    with open(args_path, "w") as fh:
+        json.dump(args.to_json(), fh)
+    result_path = result_file(args_path)
+    if os.path.exists(result_path):
+        os.remove(result_path)
+    cmd = horovodrun_command(cfg.train.workers, cfg.train.start_timeout_s, args_path,
+                             cfg.train.nics)
+    print(f"{STAGE}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd)
+    with FailureWatch(args.ckpt_dir, cfg.train.failure_grace_s, lambda: _stop(proc),
+                      "horovodrun stopped") as watch:
+        returncode = proc.wait()
+    if returncode != 0 or not os.path.exists(result_path):
+        raise failure(args.ckpt_dir, RuntimeError(f"horovodrun exited with {returncode}"), watch)
+    with open(result_path) as fh:
+        return json.load(fh)
+
+
+def result_file(args_path: str) -> str:
+    """ARGS.json → ARGS.result.json, where horovodrun's rank 0 leaves every rank's result."""
+    return args_path.rsplit(".json", 1)[0] + ".result.json"
+
+
+def _stop(proc: subprocess.Popen, wait_s: float = 10.0) -> None:
+    """SIGTERM horovodrun (it terminates its ranks), SIGKILL if it is still there after wait_s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def gather_results(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Under horovodrun: every rank's result, on every rank (rank 0 uses them)."""
+    import horovod.tensorflow as hvd_tf
+    return hvd_tf.allgather_object(result, name="rank_results")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starscale import verdict
+from starscale import metrics, verdict
 
 K = 1000
 MIN_GAIN = 0.005
@@ -98,35 +98,46 @@ def _predictions(correct_per_class: int, per_class: int = 40, wrong_rows: slice 
 
 
 def _parse(sentence: str) -> tuple[str, float, float, float]:
-    m = re.fullmatch(r"the LSTM (beats|does not beat|ties) the LR(?: \(.*\))? at [\d,]+ rows: "
-                     r"([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]", sentence)
+    m = re.fullmatch(r"at [\d,]+ rows (the LSTM beats the LR|the LR beats the LSTM|no difference)"
+                     r".*: ([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]", sentence)
     assert m, sentence
-    return m.group(1), float(m.group(2)), float(m.group(3)), float(m.group(4))
+    word = {"the LSTM beats the LR": "lstm_better", "the LR beats the LSTM": "lr_better",
+            "no difference": "no_difference"}[m.group(1)]
+    return word, float(m.group(2)), float(m.group(3)), float(m.group(4))
 
 
-def test_sentence_format():
-    assert (verdict.verdict_sentence(8_000_000, 0.0123, 0.004, 0.020,
-                                     "mllib, 4,000 TF-IDF features")
-            == "the LSTM beats the LR (mllib, 4,000 TF-IDF features) at 8,000,000 rows: "
-               "+0.012 [0.004, 0.020]")
-    assert (verdict.verdict_sentence(200_000, -0.001, -0.010, 0.008)
-            == "the LSTM ties the LR at 200,000 rows: -0.001 [-0.010, 0.008]")
-    assert (verdict.verdict_sentence(50_000, -0.131, -0.2, -0.05)
-            == "the LSTM does not beat the LR at 50,000 rows: -0.131 [-0.200, -0.050]")
+def test_sentence_format_and_the_margin():
+    assert (verdict.verdict_sentence(8_000_000, 0.0123, 0.006, 0.020,
+                                     "mllib, 4,000 TF-IDF features", margin=0.005)
+            == "at 8,000,000 rows the LSTM beats the LR (mllib, 4,000 TF-IDF features) by more "
+               "than the margin 0.005: +0.012 [0.006, 0.020]")
+    # above 0 but not above the margin: no difference larger than the margin
+    assert (verdict.verdict_sentence(200_000, 0.008, 0.003, 0.013, margin=0.005)
+            == "at 200,000 rows no difference larger than the margin 0.005 was detected "
+               "between the LSTM and the LR: +0.008 [0.003, 0.013]")
+    assert (verdict.verdict_sentence(50_000, -0.131, -0.2, -0.05, margin=0.005)
+            == "at 50,000 rows the LR beats the LSTM by more than the margin 0.005: "
+               "-0.131 [-0.200, -0.050]")
+    assert verdict.outcome(0.0051, 0.1, 0.005) == "lstm_better"
+    assert verdict.outcome(0.005, 0.1, 0.005) == "no_difference"     # must clear the margin
+    assert verdict.outcome(-0.1, -0.0051, 0.005) == "lr_better"
+    assert verdict.outcome(-0.1, 0.1, 0.005) == "no_difference"
+    with pytest.raises(ValueError, match="margin"):
+        verdict.outcome(0, 1, -0.1)
 
 
 def test_lstm_clearly_better():
     lstm = _predictions(40)                    # all right: every metric 1.0
     lr = _predictions(20)                      # 20 of 40 right: every metric 0.5
-    paired = verdict.paired_comparison(lstm, lr.sample(frac=1.0, random_state=3), n=500, seed=1)
+    paired = verdict.paired_comparison(lstm, lr.sample(frac=1.0, random_state=3), n=500, seed=1,
+                                       margin=0.005)
     for m in ("score", "accuracy", "macro_f1"):
         assert paired[m]["diff"] == pytest.approx(0.5)
-        assert paired[m]["lo"] > 0 and paired[m]["outcome"] == "beats"
+        assert paired[m]["lo"] > 0.005 and paired[m]["outcome"] == "lstm_better"
     s = paired["score"]
-    sentence = verdict.verdict_sentence(200_000, s["diff"], s["lo"], s["hi"])
-    word, diff, lo, hi = _parse(sentence)
-    assert sentence.startswith("the LSTM beats the LR at 200,000 rows: +0.500 [")
-    assert (word, diff) == ("beats", 0.5) and 0 < lo <= 0.5 <= hi
+    word, diff, lo, hi = _parse(verdict.verdict_sentence(200_000, s["diff"], s["lo"], s["hi"],
+                                                         margin=0.005))
+    assert (word, diff) == ("lstm_better", 0.5) and 0 < lo <= 0.5 <= hi
 
 
 def test_lstm_clearly_worse():
@@ -134,7 +145,7 @@ def test_lstm_clearly_worse():
     s = paired["score"]                        # 12/40 - 32/40 = -0.5
     assert s["diff"] == pytest.approx(-0.5) and paired["accuracy"]["diff"] == pytest.approx(-0.5)
     word, diff, lo, hi = _parse(verdict.verdict_sentence(100_000, s["diff"], s["lo"], s["hi"]))
-    assert (word, diff) == ("does not beat", -0.5) and lo <= -0.5 <= hi < 0
+    assert (word, diff) == ("lr_better", -0.5) and lo <= -0.5 <= hi < 0
 
 
 def test_lstm_equal():
@@ -146,9 +157,74 @@ def test_lstm_equal():
     s = paired["score"]
     assert s["diff"] == pytest.approx(0.0) and s["lo"] < 0 < s["hi"]
     word, diff, _, _ = _parse(verdict.verdict_sentence(50_000, s["diff"], s["lo"], s["hi"]))
-    assert word == "ties" and diff == 0.0
+    assert word == "no_difference" and diff == 0.0
     same = verdict.paired_comparison(lstm, lstm, n=100, seed=1)["score"]   # [0, 0] contains 0
-    assert (same["lo"], same["hi"], same["outcome"]) == (0.0, 0.0, "ties")
+    assert (same["lo"], same["hi"], same["outcome"]) == (0.0, 0.0, "no_difference")
+
+
+# --------------------------------------------------------------------------- seeds
+def test_seeded_interval_has_the_known_answer():
+    # 400 test rows per star. LR: 3 seeds, each right on 240 of 400 rows of every star → every
+    # metric 0.60. LSTM: 3 seeds right on 300, 320, 340 → 0.75, 0.80, 0.85. The true LSTM − LR
+    # difference is 0.80 − 0.60 = +0.20 with seed noise ±0.05 around it (sd 0.05).
+    lstm = [_predictions(k, per_class=400) for k in (300, 320, 340)]
+    lr = [_predictions(240, per_class=400, wrong_rows=slice(i * 10, i * 10 + 160))
+          for i in range(3)]
+    out = verdict.replicated_comparison(lstm, lr, n=2000, seed=3, margin=0.005)
+    s = out["score"]
+    assert s["diff"] == pytest.approx(0.20)
+    assert s["a_runs"] == pytest.approx([0.75, 0.80, 0.85]) and s["b_runs"] == pytest.approx([0.6] * 3)
+    assert s["a_sd"] == pytest.approx(0.05) and s["b_sd"] == pytest.approx(0.0)
+    # the interval spans the seeds' spread (0.15 .. 0.25) plus a little test noise
+    assert 0.12 < s["lo"] < 0.155 and 0.245 < s["hi"] < 0.28
+    assert s["outcome"] == "lstm_better"
+    # one seed of each: the plain paired bootstrap, far narrower than the seeds' spread
+    single = verdict.replicated_comparison(lstm[1:2], lr[:1], n=2000, seed=3)["score"]
+    assert (s["hi"] - s["lo"]) - (single["hi"] - single["lo"]) > 0.05
+
+
+def test_seed_noise_can_turn_a_win_into_no_difference():
+    # LSTM seeds 0.55, 0.65, 0.75 against an LR at 0.60: mean +0.05. Its best seed alone beats
+    # the LR clearly (+0.15, tight interval), but over its seeds the interval contains 0.
+    lstm = [_predictions(k, per_class=400) for k in (220, 260, 300)]
+    lr = [_predictions(240, per_class=400)]
+    best_seed = verdict.replicated_comparison(lstm[2:], lr, n=2000, seed=5, margin=0.005)
+    assert best_seed["score"]["outcome"] == "lstm_better"
+    out = verdict.replicated_comparison(lstm, lr, n=2000, seed=5, margin=0.005)["score"]
+    assert out["diff"] == pytest.approx(0.05) and out["lo"] < 0 < out["hi"]
+    assert out["outcome"] == "no_difference"
+
+
+# --------------------------------------------------------------------------- offsets
+def _biased_proba(per_class: int = 50):
+    """Rows of every star; the true class gets probability ∝ e^1, the others e^0, except that
+    1★ rows give 5★ e^1.25: without offsets no 1★ row is predicted 1★ (recall 0, score 0)."""
+    labels = np.repeat(np.arange(5), per_class)
+    logits = np.zeros((labels.size, 5))
+    logits[np.arange(labels.size), labels] = 1.0
+    logits[labels == 0, 4] = 1.25
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, proba
+
+
+def test_offsets_fitted_on_validation_fix_a_biased_model():
+    labels, proba = _biased_proba()
+    raw = metrics.summary(labels, proba.argmax(axis=1))
+    assert raw["per_class"][0]["recall"] == 0.0 and raw["score"] == 0.0
+    fit = metrics.fit_offsets(labels, proba)
+    # 1★ needs an offset above 0.25 over 5★ (and below 1.0, so 2..4★ rows stay right)
+    assert 0.25 < fit["offsets"][0] - fit["offsets"][4] < 1.0
+    assert fit["score_before"] == 0.0 and fit["score_after"] == pytest.approx(1.0)
+    shifted = metrics.offset_predictions(proba, fit["offsets"])
+    assert (shifted == labels).all()
+
+
+def test_offsets_leave_a_good_model_alone():
+    labels = np.repeat(np.arange(5), 20)
+    proba = np.full((labels.size, 5), 0.1)
+    proba[np.arange(labels.size), labels] = 0.6
+    fit = metrics.fit_offsets(labels, proba)
+    assert fit["offsets"] == [0.0] * 5 and fit["score_after"] == 1.0
 
 
 def test_different_test_rows_are_an_error():
@@ -166,36 +242,60 @@ def test_different_test_rows_are_an_error():
 
 
 # --------------------------------------------------------------------------- which runs
-def _row(run_id, model, size, method, score, created, **extra):
+def _row(run_id, model, size, method, score, created, val=None, **extra):
     return {"run_id": run_id, "model": model, "tag": f"{size}_{method}", "sample_size": str(size),
-            "sample_method": method, "score": score, "created_utc": created, **extra}
+            "sample_method": method, "score": score, "created_utc": created,
+            "val_score": score if val is None else val, **extra}
 
 
 LR4K = {"engine": "mllib", "encode.tfidf_features": 4000, "encode.tfidf_hashed": False}
 LRHASH = {"engine": "mllib", "encode.tfidf_features": 1048576, "encode.tfidf_hashed": True}
 
 
-def test_comparisons_use_the_largest_shared_size_per_lr_setting_and_the_best_runs():
+def test_comparisons_use_the_largest_shared_size_and_the_runs_chosen_on_validation():
     results = pd.DataFrame([
         _row("lr4k_50", "lr", 50000, "none", 0.40, "t1", **LR4K),
-        _row("lr4k_100", "lr", 100000, "none", 0.45, "t1", **LR4K),
-        _row("lr4k_100u", "lr", 100000, "random_under", 0.47, "t1", **LR4K),
+        # at 100k the under-sampled LR has the better test score but the worse validation score
+        _row("lr4k_100", "lr", 100000, "none", 0.45, "t1", val=0.46, **LR4K),
+        _row("lr4k_100u", "lr", 100000, "random_under", 0.47, "t1", val=0.44, **LR4K),
         _row("lrh_50", "lr", 50000, "none", 0.42, "t1", **LRHASH),
         _row("lstm_50", "lstm", 50000, "none", 0.30, "t1", engine="horovod-local"),
         _row("lstm_100_old", "lstm", 100000, "none", 0.90, "t1", engine="horovod-local"),
         _row("lstm_100", "lstm", 100000, "none", 0.35, "t2", engine="horovod-local"),  # rerun
+        _row("lstm_100u", "lstm", 100000, "random_under", 0.20, "t2", val=0.36,
+             engine="horovod-local"),
         _row("lstm_200", "lstm", 200000, "none", 0.50, "t1", engine="horovod-local"),
     ])
-    curves = verdict.curve_table(results)
+    table = verdict.annotate(results)
+    curves = table[table["in_curve"]]
     assert sorted(curves["run_id"]) == sorted(set(results["run_id"]) - {"lstm_100_old"})
-    comps = {c["lr_series"]: c for c in verdict.comparisons(curves)}
+    comps = {c["lr_series"]: c for c in verdict.comparisons(table)}
     assert set(comps) == {"LR (mllib, 4,000 TF-IDF features)",
                           "LR (mllib, hashed 1,048,576 TF-IDF features)"}
     four_k = comps["LR (mllib, 4,000 TF-IDF features)"]
+    # chosen on validation: the LR without sampling (0.46 > 0.44), the under-sampled LSTM
+    # (0.36 > 0.35), although their test scores say the opposite
     assert (four_k["rows"], four_k["lstm_run"], four_k["lr_run"]) == \
-        (100000, "lstm_100", "lr4k_100u")
+        (100000, "lstm_100u", "lr4k_100")
+    assert (four_k["lstm_runs"], four_k["lr_runs"]) == (["lstm_100u"], ["lr4k_100"])
     hashed = comps["LR (mllib, hashed 1,048,576 TF-IDF features)"]
     assert (hashed["rows"], hashed["lstm_run"], hashed["lr_run"]) == (50000, "lstm_50", "lrh_50")
+
+
+def test_an_lr_at_full_size_under_sampling_gets_the_rows_before_sampling():
+    # The LR's tag is the encode tag; the sample manifest is keyed by the sample tag.
+    row = {**_row("lr_full", "lr", "full", "random_under", 0.5, "t1", train_rows=2_400_000,
+                  **LR4K), "tag": "full_random_under_top4000"}
+    full_rows = {"full_random_under": 7_200_000}
+    assert verdict.train_rows(row, full_rows) == 7_200_000
+    lstm = {**_row("lstm_full", "lstm", "full", "random_under", 0.5, "t1",
+                   train_rows=2_400_000), "tag": "full_random_under"}
+    assert verdict.train_rows(lstm, full_rows) == 7_200_000
+    # both enter the comparison at the same size and with the same sampler
+    table = verdict.annotate(pd.DataFrame([row, lstm]), full_rows)
+    (comp,) = verdict.comparisons(table)
+    assert (comp["rows"], comp["lr_sampler"], comp["lstm_sampler"]) == \
+        (7_200_000, "random_under", "random_under")
 
 
 def test_full_size_comes_from_the_sample_manifest():
@@ -203,6 +303,49 @@ def test_full_size_comes_from_the_sample_manifest():
     assert verdict.train_rows(row, {"full_none": 7_000_000}) == 7_000_000
     assert verdict.train_rows(row, {}) == 123      # fallback: the trainer's train_rows column
     assert verdict.train_rows(_row("x", "lr", 50000, "none", 0.5, "t1"), {}) == 50000
+
+
+def test_replicates_enter_the_verdict_not_the_curves():
+    rows = [_row("lstm_f", "lstm", "full", "none", 0.5, "t1", engine="horovod-local")]
+    rows += [{**_row(f"lstm_f{k}", "lstm", "full", "none", 0.6, "t1", engine="horovod-local"),
+              "tag": f"full_none_r{k}", "replicate": k} for k in (1, 2)]
+    rows += [{**_row("lr_f", "lr", "full", "none", 0.4, "t1", **LR4K), "tag": "full_none_top4000"}]
+    table = verdict.annotate(pd.DataFrame(rows), {"full_none": 1000, "full_none_r1": 1000,
+                                                  "full_none_r2": 1000})
+    assert list(table[table["in_curve"]]["run_id"]) == ["lstm_f", "lr_f"]
+    (comp,) = verdict.comparisons(table)
+    assert comp["lstm_runs"] == ["lstm_f", "lstm_f1", "lstm_f2"] and comp["lr_runs"] == ["lr_f"]
+
+
+def test_decide_with_offsets_and_the_overall_lr():
+    # Every model's validation and test predictions are the same biased probabilities; the LR
+    # settings differ only in their validation score (the hashed one is higher: overall).
+    labels, proba = _biased_proba()
+    ids = [f"r{i:03d}" for i in range(labels.size)]
+    frame = pd.DataFrame({"review_id": ids, "label": labels, "pred": proba.argmax(axis=1),
+                          "proba": list(proba)})
+    good = frame.assign(pred=labels)            # the LSTM: right everywhere, raw score 1.0
+    results = pd.DataFrame([
+        _row("lstm", "lstm", 1000, "none", 1.0, "t1", val=0.9, engine="horovod-local"),
+        _row("lr4k", "lr", 1000, "none", 0.0, "t1", val=0.1, **LR4K),
+        _row("lrh", "lr", 1000, "none", 0.0, "t1", val=0.2, **LRHASH)])
+
+    def load(run_id, split="test"):
+        return good if run_id == "lstm" else frame
+
+    decided = verdict.decide(verdict.annotate(results), load, n=200, seed=1, margin=0.005)
+    assert [d["lr_series"] for d in decided if d.get("overall")] == \
+        ["LR (mllib, hashed 1,048,576 TF-IDF features)"]
+    for d in decided:
+        # raw: 1.0 − 0.0; with offsets fitted on validation the LR is perfect too: 1.0 − 1.0
+        assert d["raw"]["score"]["diff"] == pytest.approx(1.0)
+        assert d["offsets"]["score"]["diff"] == pytest.approx(0.0)
+        assert d["decided_on"] == "raw" and d["outcome"] == "lstm_better"
+    on_offsets = verdict.decide(verdict.annotate(results), load, n=200, seed=1, margin=0.005,
+                                decide_on="offsets")
+    assert {d["outcome"] for d in on_offsets} == {"no_difference"}
+    assert verdict.overall_sentence(on_offsets).startswith("Overall (against the best LR on "
+                                                           "validation, mllib, hashed")
 
 
 def test_series_labels():

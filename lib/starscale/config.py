@@ -128,6 +128,7 @@ class SampleConfig:
     strategy: str | dict[int, int]       # 'auto' | 'majority' | 'not minority' | 'not majority' | 'all' | {star: n}
     seed: int
     adasyn_max_rows: int = _f(**rng(1))
+    replicate: int = _f(**rng(0))        # seed replicate (experiment.seeds); > 0: tags end in _r<k>
 
     def validate(self, path: str) -> None:
         named = ("auto", "majority", "not minority", "not majority", "all")
@@ -165,6 +166,15 @@ class LRConfig:
     max_iter: int = _f(**rng(1))
     sklearn_max_rows: int = _f(**rng(1))  # scikit-learn collects features to the driver
     class_weight: Literal["balanced", "none"] = _f()  # balanced: the study's class_weight='balanced'
+    reg_grid: list[float] = _f()          # MLlib regParams tried, chosen by validation score; []: reg_param / C only
+
+    def validate(self, path: str) -> None:
+        for i, value in enumerate(self.reg_grid):
+            if not (isinstance(value, (int, float)) and value > 0 and value != float("inf")):
+                raise ValueError(f"{path}.reg_grid[{i}]: {value!r} is out of range (must be a "
+                                 f"finite number > 0)")
+        if len(set(self.reg_grid)) != len(self.reg_grid):
+            raise ValueError(f"{path}.reg_grid: repeated value in {self.reg_grid}")
 
 
 @dataclass(frozen=True)
@@ -182,8 +192,10 @@ class LSTMConfig:
     clipnorm: float | None = _f()
     batch_size: int = _f(**rng(1))
     epochs: int = _f(**rng(1))
+    min_steps: int = _f(**rng(0))         # optimizer steps at least: epochs are raised to reach them
     class_weight: Literal["balanced", "none"] = _f()
     early_stopping_patience: int = _f(**rng(0))
+    monitor: Literal["val_score", "val_loss"] = _f()  # best epoch / early stopping on this
     mixed_precision: bool = _f()
     deterministic: bool = _f()            # tf op determinism (slower; for resume tests)
     shuffle_buffer: int = _f(**rng(0))
@@ -229,6 +241,8 @@ class ReportConfig:
     alpha: float = _f(**rng(0, 1, lo_open=True, hi_open=True))  # 0.05: 95% intervals
     include_study_points: bool = _f()      # draw the earlier study's scores on the learning curve
     sampling_size: int | Literal["full"] | None = _f()  # size of the sampler comparison; null: the size with most samplers
+    margin: float = _f(**rng(0))           # decision rule: |LSTM − LR| interval must clear this
+    decide_on: Literal["raw", "offsets"] = _f()  # the pre-registered basis of the verdict
 
     def validate(self, path: str) -> None:
         if isinstance(self.sampling_size, int) and self.sampling_size < 1:
@@ -251,6 +265,7 @@ class ExperimentConfig:
     models: list[Literal["lr", "lstm"]]
     lr_engines: list[Literal["mllib", "sklearn"]]
     lr_features: list[LRFeaturesConfig]     # the LSTM uses the first setting's encode output
+    seeds: int = _f(**rng(1))               # replicates of the selected cells at the largest size
 
     def validate(self, path: str) -> None:
         for name in ("samplers", "models", "lr_engines", "lr_features"):
@@ -310,7 +325,8 @@ class Config:
 
     def sample_tag(self) -> str:
         """Folder name of one (ladder size, sampler) cell: e.g. '50000_random_under'."""
-        return f"{self.sample.size}_{self.sample.method}"
+        replicate = f"_r{self.sample.replicate}" if self.sample.replicate else ""
+        return f"{self.sample.size}_{self.sample.method}{replicate}"
 
     def encode_tag(self) -> str:
         """Folder name of one encoding: the sample cell plus the TF-IDF feature setting, so the

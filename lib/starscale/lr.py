@@ -46,6 +46,18 @@ def mllib_reg_for_C(C: float, total_weight: float) -> float:
     return 1.0 / (C * total_weight)
 
 
+def convergence(iterations: int, max_iter: int, objective_history: list[float] | None) -> dict:
+    """How a fit ended: {iterations, converged (stopped before max_iter), objective_change (the
+    relative change of the objective over the last iteration; None when the engine does not
+    report its history, as scikit-learn's lbfgs)}."""
+    change = None
+    if objective_history and len(objective_history) >= 2:
+        prev, last = float(objective_history[-2]), float(objective_history[-1])
+        change = abs(last - prev) / max(abs(prev), 1e-300)
+    return {"iterations": int(iterations), "converged": int(iterations) < int(max_iter),
+            "objective_change": change}
+
+
 # --------------------------------------------------------------------------- MLlib
 def fit_mllib(train: DataFrame, reg_param: float, elastic_net: float, max_iter: int,
               weight_col: str = FIT_WEIGHT):

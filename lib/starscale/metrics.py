@@ -80,6 +80,15 @@ def score(confusion_matrix) -> float:
     return float(_metrics_batch(conf)["score"])
 
 
+def summary_of_confusion(confusion_matrix) -> dict[str, float]:
+    """score, accuracy and macro_f1 of a 5×5 confusion matrix (counts, or any positive
+    multiple of them)."""
+    conf = np.asarray(confusion_matrix, dtype=np.float64)
+    if conf.shape != (N_CLASSES, N_CLASSES):
+        raise ValueError(f"confusion matrix must be 5x5, got shape {conf.shape}")
+    return {m: float(v) for m, v in _metrics_batch(conf).items()}
+
+
 def summary(y_true, y_pred) -> dict[str, Any]:
     """score, accuracy, macro_f1 (mean over all 5 classes), per-class table and the confusion.
 
@@ -145,33 +154,129 @@ def paired_bootstrap_diff(y_true, pred_a, pred_b, n: int, seed: int,
 
     Returns {metric: {"diff": point difference, "lo", "hi": percentile interval,
     "share_a_better": share of resamples with diff > 0}}. An interval that excludes 0 means the
-    difference is not explained by which test rows happened to be drawn.
+    difference is not explained by which test rows happened to be drawn. One run per model:
+    seeded_bootstrap_diff with one seed each.
+    """
+    out = seeded_bootstrap_diff(y_true, [pred_a], [pred_b], n, seed, alpha)
+    return {m: {k: v for k, v in d.items() if k in ("diff", "lo", "hi", "share_a_better")}
+            for m, d in out.items()}
+
+
+def seeded_bootstrap_diff(y_true, preds_a: list, preds_b: list, n: int, seed: int,
+                          alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Metric(A) − metric(B) when each model was trained with several seeds (replicates).
+
+    The interval combines test-set resampling with seed-to-seed variance: every bootstrap
+    resample first draws one of A's replicates and one of B's, uniformly and independently,
+    then resamples the test rows (paired: the same rows for both). With one replicate each this
+    is the plain paired bootstrap. The point difference is the mean of A's replicate scores
+    minus the mean of B's.
+
+    Returns {metric: {diff, lo, hi, share_a_better, a_runs, b_runs (per-replicate points),
+    a_sd, b_sd (their standard deviations; 0 for one replicate)}}.
     """
     _check_boot(n, alpha)
     y_true = _labels(y_true, "y_true")
-    pred_a = _labels(pred_a, "pred_a")
-    pred_b = _labels(pred_b, "pred_b")
-    if not (y_true.shape == pred_a.shape == pred_b.shape):
-        raise ValueError(f"row counts differ: y_true {y_true.size}, pred_a {pred_a.size}, "
-                         f"pred_b {pred_b.size}")
+    preds_a = [_labels(p, f"preds_a[{i}]") for i, p in enumerate(preds_a)]
+    preds_b = [_labels(p, f"preds_b[{i}]") for i, p in enumerate(preds_b)]
+    if not preds_a or not preds_b:
+        raise ValueError("seeded_bootstrap_diff: need at least one replicate of each model")
+    for p in preds_a + preds_b:
+        if p.shape != y_true.shape:
+            raise ValueError(f"row counts differ: y_true {y_true.size}, a prediction {p.size}")
     k = N_CLASSES
-    cells = np.bincount((y_true * k + pred_a) * k + pred_b, minlength=k ** 3)
-    point_a = _metrics_batch(cells.reshape(k, k, k).sum(axis=2))
-    point_b = _metrics_batch(cells.reshape(k, k, k).sum(axis=1))
+    # cells[i][j]: counts of (true, pred of A's replicate i, pred of B's replicate j)
+    cells = [[np.bincount((y_true * k + a) * k + b, minlength=k ** 3) for b in preds_b]
+             for a in preds_a]
+    points_a = [_metrics_batch(confusion(y_true, a)) for a in preds_a]
+    points_b = [_metrics_batch(confusion(y_true, b)) for b in preds_b]
+    rng = np.random.default_rng(seed)
+    n = int(n)
+    if len(preds_a) * len(preds_b) == 1:
+        pairs = {(0, 0): n}     # no draw: the same stream as a single paired bootstrap
+    else:
+        ia = rng.integers(0, len(preds_a), n)
+        ib = rng.integers(0, len(preds_b), n)
+        pairs = {}
+        for i, j in zip(ia.tolist(), ib.tolist()):
+            pairs[(i, j)] = pairs.get((i, j), 0) + 1
     draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for counts in _resampled_cells(cells, int(n), seed):
-        cube = counts.reshape(-1, k, k, k)
-        a = _metrics_batch(cube.sum(axis=3))
-        b = _metrics_batch(cube.sum(axis=2))
-        for m in METRICS:
-            draws[m].append(a[m] - b[m])
+    single = len(preds_a) * len(preds_b) == 1
+    for (i, j), count in sorted(pairs.items()):
+        sub_seed = seed if single else int(rng.integers(2 ** 63))
+        for counts in _resampled_cells(cells[i][j], count, sub_seed):
+            cube = counts.reshape(-1, k, k, k)
+            a = _metrics_batch(cube.sum(axis=3))
+            b = _metrics_batch(cube.sum(axis=2))
+            for m in METRICS:
+                draws[m].append(a[m] - b[m])
     out = {}
     for m in METRICS:
         diffs = np.concatenate(draws[m])
         lo, hi = _percentiles(diffs, alpha)
-        out[m] = {"diff": float(point_a[m] - point_b[m]), "lo": lo, "hi": hi,
-                  "share_a_better": float(np.mean(diffs > 0))}
+        a_runs = [float(p[m]) for p in points_a]
+        b_runs = [float(p[m]) for p in points_b]
+        out[m] = {"diff": float(np.mean(a_runs) - np.mean(b_runs)), "lo": lo, "hi": hi,
+                  "share_a_better": float(np.mean(diffs > 0)), "a_runs": a_runs,
+                  "b_runs": b_runs, "a_sd": float(np.std(a_runs, ddof=1)) if len(a_runs) > 1
+                  else 0.0, "b_sd": float(np.std(b_runs, ddof=1)) if len(b_runs) > 1 else 0.0}
     return out
+
+
+# --------------------------------------------------------------------------- decision offsets
+OFFSET_GRID = tuple(np.round(np.linspace(-2.0, 2.0, 41), 2))
+
+
+def offset_predictions(proba, offsets) -> np.ndarray:
+    """argmax over classes of log(proba) + offsets: the prediction after per-class offsets."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != N_CLASSES:
+        raise ValueError(f"proba must be (n, {N_CLASSES}), got shape {proba.shape}")
+    logp = np.log(np.clip(proba, 1e-12, None))
+    return (logp + np.asarray(offsets, dtype=np.float64)).argmax(axis=1).astype(np.int64)
+
+
+def fit_offsets(y_true, proba, *, grid=OFFSET_GRID, rounds: int = 3, max_rows: int = 200_000,
+                seed: int = 0) -> dict[str, Any]:
+    """Per-class additive offsets on log-probabilities that maximise the study's score on the
+    rows given (the validation split; never the test split).
+
+    Coordinate ascent: each round tries every grid value for each class in turn (class 1★
+    first) and keeps a change only when it raises the score; ties keep the offset nearest 0.
+    At most max_rows rows are used (a seeded random subset). Returns {offsets (5 floats, the
+    5★ offset fixed at 0: only differences between classes matter), score_before, score_after,
+    rows}.
+    """
+    y_true = _labels(y_true, "y_true")
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (y_true.size, N_CLASSES):
+        raise ValueError(f"fit_offsets: proba shape {proba.shape} does not match "
+                         f"{y_true.size} labels")
+    if y_true.size > max_rows:
+        keep = np.random.default_rng(seed).choice(y_true.size, max_rows, replace=False)
+        y_true, proba = y_true[keep], proba[keep]
+    logp = np.log(np.clip(proba, 1e-12, None))
+
+    def score_of(offsets: np.ndarray) -> float:
+        pred = (logp + offsets).argmax(axis=1)
+        conf = np.bincount(y_true * N_CLASSES + pred, minlength=N_CLASSES ** 2)
+        return float(_metrics_batch(conf.reshape(N_CLASSES, N_CLASSES))["score"])
+
+    offsets = np.zeros(N_CLASSES)
+    before = best = score_of(offsets)
+    for _ in range(int(rounds)):
+        improved = False
+        for cls in range(N_CLASSES - 1):
+            for value in sorted(grid, key=abs):
+                trial = offsets.copy()
+                trial[cls] = value
+                s = score_of(trial)
+                if s > best + 1e-12:
+                    best, offsets, improved = s, trial, True
+        if not improved:
+            break
+    return {"offsets": [float(o) for o in offsets], "score_before": before,
+            "score_after": best, "rows": int(y_true.size)}
 
 
 def metric_columns(summary_: dict[str, Any], ci: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:

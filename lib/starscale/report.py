@@ -29,7 +29,7 @@ from starscale import metrics, verdict
 METRIC_LABELS = {"score": "score (harmonic mean R1..R4, P5)", "accuracy": "accuracy",
                  "macro_f1": "macro F1"}
 RESULT_COLUMNS = ("run_id", "model", "engine", "series", "tag", "sample_size", "sample_method",
-                  "train_rows", "score", "score_lo", "score_hi", "accuracy", "accuracy_lo",
+                  "replicate", "train_rows", "val_score", "score", "score_lo", "score_hi", "accuracy", "accuracy_lo",
                   "accuracy_hi", "macro_f1", "macro_f1_lo", "macro_f1_hi", "n_test", "in_curve")
 # Timing and throughput columns of a results row: undotted names (dotted ones are config).
 TIMING_PATTERN = re.compile(r"(seconds|_secs?$|_s$|throughput|per_s|per_sec|rows_per|samples_per"
@@ -454,62 +454,144 @@ class _Page:
         self.md.extend([f"![{alt}]({name})", ""])
 
 
-def build_report(results: pd.DataFrame, load_predictions: Callable[[str], pd.DataFrame], *,
+def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataFrame], *,
                  manifests: Mapping[str, dict], config: Mapping[str, Any],
                  versions: Mapping[str, str], plateau_min_gain: float, bootstrap: int, seed: int,
                  alpha: float = 0.05, include_study_points: bool = True,
-                 sampling_at: int | str | None = None, title: str = "starscale report") -> Report:
+                 sampling_at: int | str | None = None, title: str = "starscale report",
+                 margin: float = 0.005, decide_on: str = "raw") -> Report:
     """Everything the report shows, as files: {name: bytes} plus the verdict and plateaus.
 
     manifests: {folder relative to run.output_dir ('ingest', 'sample/<tag>', ...): manifest}.
-    load_predictions(run_id) → predictions frame (review_id, label, pred[, proba]).
+    load_predictions(run_id, split='test') → predictions frame (review_id, label, pred[, proba]).
+    margin / decide_on: the pre-registered decision rule (verdict.decide).
     """
     table = verdict.annotate(results, full_rows_from_manifests(manifests))
     curves = table[table["in_curve"]].reset_index(drop=True)
     plateaus = verdict.curve_plateaus(curves, plateau_min_gain)
-    verdicts = verdict.decide(curves, load_predictions, n=bootstrap, seed=seed, alpha=alpha)
-    ordered = table.sort_values(["model", "series", "train_rows", "sample_method"],
+    verdicts = verdict.decide(table, load_predictions, n=bootstrap, seed=seed, alpha=alpha,
+                              margin=margin, decide_on=decide_on)
+    ordered = table.sort_values(["model", "series", "train_rows", "sample_method", "replicate"],
                                 kind="stable", na_position="last")
     page = _Page(title)
-    _verdict_section(page, verdicts, alpha=alpha, bootstrap=bootstrap, seed=seed)
+    page.section("Pre-registered comparison")
+    page.paragraph(preregistration(margin=margin, decide_on=decide_on, alpha=alpha,
+                                   bootstrap=bootstrap, seed=seed))
+    _verdict_section(page, verdicts)
+    _selection_section(page, curves)
     _curves_section(page, curves, plateaus, alpha, plateau_min_gain, include_study_points)
     page.section("Results", "Every row of the results table (in_curve: the run is on the "
-                 "curves; a rerun of the same series and tag supersedes the earlier one).")
+                 "curves; a rerun of the same series and tag supersedes the earlier one; "
+                 "replicate > 0: a seed replicate of a selected cell, used by the verdict only).")
     page.add_table(_frame_table("results", ordered, list(RESULT_COLUMNS)))
     size = _sampling_section(page, curves, sampling_at)
     best_runs = _best_section(page, curves, load_predictions)
     _data_sections(page, manifests, size)
     _timings_section(page, manifests, table, ordered)
     _config_section(page, ordered, table, config, versions, manifests)
-    summary = {"verdicts": verdicts, "plateaus": plateaus, "best_runs": best_runs,
+    summary = {"verdicts": verdicts, "overall": verdict.overall_sentence(verdicts),
+               "plateaus": plateaus, "best_runs": best_runs,
                "sampling_size": size, "plateau_min_gain": plateau_min_gain,
-               "bootstrap": bootstrap, "seed": seed, "alpha": alpha}
+               "bootstrap": bootstrap, "seed": seed, "alpha": alpha, "margin": margin,
+               "decide_on": decide_on}
     page.files["verdict.json"] = verdict.dumps(summary).encode()
     page.files[INDEX_HTML] = _page(title, page.html).encode()
     page.files[REPORT_MD] = "\n".join(page.md).encode()
     return Report(files=page.files, verdicts=verdicts, plateaus=plateaus, tables=page.tables)
 
 
-def _verdict_section(page: _Page, verdicts: list[dict], *, alpha: float, bootstrap: int,
-                     seed: int) -> None:
+def preregistration(*, margin: float, decide_on: str, alpha: float, bootstrap: int,
+                    seed: int) -> str:
+    """The comparison as fixed before any test score is read (docs/report.md says the same)."""
+    basis = ("raw predictions (argmax of the class probabilities)" if decide_on == "raw" else
+             "predictions after per-class decision offsets fitted on the validation split")
+    return (
+        "Competing: the LSTM against each LR feature setting (the study's 4,000 top-count "
+        "TF-IDF 1-3-grams and the hashed 1-3-grams), at the largest training size both have. "
+        "Chosen on the validation split only: each trainer's hyperparameters (the LR's "
+        "regularisation over lr.reg_grid; the LSTM's best epoch by the validation score) and, "
+        "per model and size, the sampler with the highest validation score. The selected cells "
+        "at the largest size are retrained with experiment.seeds seeds. The test split is read "
+        "once per selected model to compare; test scores of the other cells are only drawn on "
+        "the curves, never used to choose. "
+        f"Interval: LSTM − LR score on the same test rows, {1 - alpha:.0%} percentile bootstrap "
+        f"({bootstrap} resamples, seed {seed}) that draws one seed replicate of each model per "
+        "resample and then the test rows, so it includes seed-to-seed variance. "
+        f"Decision on {basis}: the LSTM beats an LR only if the whole interval is above "
+        f"+{margin:g}; the LR beats the LSTM only if it is below −{margin:g}; otherwise no "
+        "difference larger than the margin was detected. The other basis is reported beside it. "
+        "The overall sentence is the comparison with the LR setting of highest validation score.")
+
+
+def _verdict_section(page: _Page, verdicts: list[dict]) -> None:
     page.section("Verdict", "Does an LSTM trained on the full corpus beat the plateaued "
-                 "class-balanced LR? LSTM minus LR on the same test rows (joined by review_id), "
-                 "best run of each model at the largest size both have, paired bootstrap "
-                 f"{1 - alpha:.0%} interval ({bootstrap} resamples, seed {seed}). Beats: interval "
-                 "above 0; does not beat: below 0; ties: contains 0.")
+                 "class-balanced LR? One sentence per LR setting (LSTM − LR score, interval), "
+                 "then the numbers on both bases.")
+    overall = verdict.overall_sentence(verdicts)
     if verdicts:
-        page.html.append('<ul id="verdict-sentences">' + "".join(
-            f"<li><strong>{html.escape(v['sentence'])}</strong></li>" for v in verdicts) + "</ul>")
-        page.md.extend([f"- **{v['sentence']}**" for v in verdicts] + [""])
+        items = ([f"<li><strong>{html.escape(overall)}</strong></li>"] if overall else []) + [
+            f"<li>{html.escape(v['sentence'])}</li>" for v in verdicts]
+        page.html.append('<ul id="verdict-sentences">' + "".join(items) + "</ul>")
+        page.md.extend(([f"- **{overall}**"] if overall else [])
+                       + [f"- {v['sentence']}" for v in verdicts] + [""])
     else:
-        text = "No verdict yet: no size has runs of both the LSTM and an LR."
+        text = "No verdict yet: no size has selected runs of both the LSTM and an LR."
         page.html.append(f'<ul id="verdict-sentences"><li>{text}</li></ul>')
         page.md.extend([f"- {text}", ""])
-    page.add_table(Table("verdict", ["lr_series", "rows", "metric", "lstm_run", "lr_run", "diff",
-                                     "lo", "hi", "share_lstm_better", "outcome", "n_test"],
-                         [[v["lr_series"], v["rows"], m, v["lstm_run"], v["lr_run"], v[m]["diff"],
-                           v[m]["lo"], v[m]["hi"], v[m]["share_a_better"], v[m]["outcome"],
-                           v["n_test"]] for v in verdicts for m in metrics.METRICS]))
+    rows = []
+    for v in verdicts:
+        for basis in ("raw", "offsets"):
+            numbers = v.get(basis)
+            if numbers is None:
+                continue
+            for m in metrics.METRICS:
+                d = numbers[m]
+                rows.append([v["lr_series"], v["rows"], basis, m, v["lstm_cell"], v["lr_cell"],
+                             len(v["lstm_runs"]), len(v["lr_runs"]), d["diff"], d["lo"], d["hi"],
+                             d["a_sd"], d["b_sd"], d["share_a_better"], d["outcome"],
+                             v["n_test"]])
+    page.add_table(Table("verdict", ["lr_series", "rows", "basis", "metric", "lstm_cell",
+                                     "lr_cell", "lstm_seeds", "lr_seeds", "diff", "lo", "hi",
+                                     "lstm_seed_sd", "lr_seed_sd", "share_lstm_better",
+                                     "outcome", "n_test"], rows))
+
+
+def _selection_section(page: _Page, curves: pd.DataFrame) -> None:
+    """Every (series, size, sampler) with its validation score and whether it was selected."""
+    page.section("Selection on validation", "Per model and size, the sampler with the highest "
+                 "validation score is selected (test scores are not read for this).")
+    chosen = verdict.select(curves)
+    picked = set(chosen["run_id"]) if not chosen.empty else set()
+    known = curves.sort_values(["series", "train_rows", "sample_method"], kind="stable")
+    page.add_table(Table("selection", ["series", "train_rows", "sample_method", "run_id",
+                                       "val_score", "selected"],
+                         [[r["series"], r["train_rows"], r["sample_method"], r["run_id"],
+                           r.get("val_score"), r["run_id"] in picked]
+                          for r in known.to_dict("records")]))
+    tuning = lr_tuning_rows(curves)
+    if tuning:
+        page.add_table(Table("lr_tuning", ["series", "tag", "reg_param", "iterations",
+                                           "converged", "objective_change", "val_score",
+                                           "selected"], tuning),
+                       "LR regularisation grid (validation score; converged: stopped before "
+                       "lr.max_iter)")
+
+
+def lr_tuning_rows(curves: pd.DataFrame) -> list[list[Any]]:
+    """The lr.reg_grid evidence of every LR run (its lr_grid column, JSON)."""
+    rows = []
+    if "lr_grid" not in curves.columns:
+        return rows
+    for r in curves[curves["model"] == "lr"].to_dict("records"):
+        raw = r.get("lr_grid")
+        if not isinstance(raw, str) or not raw:
+            continue
+        for point in json.loads(raw):
+            rows.append([r["series"], r.get("tag"), point.get("reg_param"),
+                         point.get("iterations"), point.get("converged"),
+                         point.get("objective_change"), point.get("val_score"),
+                         point.get("selected")])
+    return rows
 
 
 def _curves_section(page: _Page, curves: pd.DataFrame, plateaus: list[dict], alpha: float,
@@ -555,7 +637,8 @@ def _sampling_section(page: _Page, curves: pd.DataFrame, sampling_at: int | str 
 
 def _best_section(page: _Page, curves: pd.DataFrame, load_predictions) -> list[dict]:
     """Confusion matrix and per-class numbers of the best LR and LSTM runs; returns them."""
-    page.section("Best models", "The highest-scoring LR and LSTM runs: confusion matrix (rows: "
+    page.section("Best models", "The LR and LSTM runs with the highest validation score: "
+                 "confusion matrix (rows: "
                  "true star; cell: count and share of the row) and per-class precision, recall "
                  "and F1.")
     best_runs = []
@@ -564,7 +647,8 @@ def _best_section(page: _Page, curves: pd.DataFrame, load_predictions) -> list[d
         if runs.empty:
             page.paragraph(f"No {model.upper()} run yet.")
             continue
-        best = runs.sort_values("score", kind="stable").iloc[-1].to_dict()
+        key = "val_score" if runs["val_score"].notna().any() else "score"
+        best = runs.sort_values(key, kind="stable", na_position="first").iloc[-1].to_dict()
         best_runs.append({"model": model, "run_id": best["run_id"], "series": best["series"],
                           "tag": best.get("tag"), "score": best["score"]})
         name = (f"{best['series']} {best.get('tag')} (run {best['run_id']}, "

@@ -187,6 +187,13 @@ class ResultRow:
     train_wall_seconds: float | None = None
     stage_seconds: float | None = None
     adasyn_rows_added: int | None = None
+    sample_tag: str | None = None       # the sample cell (LR rows' tag is the encode tag)
+    replicate: int | None = None        # seed replicate (sample.replicate): 0 = the grid itself
+    val_score: float | None = None      # the study's score on the validation split (selection)
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    converged: bool | None = None       # LR: stopped before lr.max_iter; LSTM: None
+    lr_grid: list | None = None         # LR: every lr.reg_grid point (reg_param, iterations, ...)
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
@@ -244,13 +251,21 @@ def _check_run_id(run_id: str) -> None:
         raise ValueError(f"run_id {run_id!r}: need a non-empty name without '/' or a leading '.'/'_'")
 
 
-def predictions_path(results_dir: str, run_id: str) -> str:
+SPLITS = ("test", "validation")
+
+
+def predictions_path(results_dir: str, run_id: str, split: str = "test") -> str:
+    """predictions/<run_id>.parquet (test) or predictions/<run_id>.validation.parquet."""
     _check_run_id(run_id)
-    return layout.join(results_dir, PREDICTIONS_DIR, f"{run_id}.parquet")
+    if split not in SPLITS:
+        raise ValueError(f"predictions of {run_id}: split must be one of {SPLITS}, got {split!r}")
+    suffix = "" if split == "test" else f".{split}"
+    return layout.join(results_dir, PREDICTIONS_DIR, f"{run_id}{suffix}.parquet")
 
 
-def save_predictions(results_dir: str, run_id: str, review_ids, y_true, y_pred, proba=None) -> str:
-    """Write one run's test predictions (labels 0..4) as Parquet; returns the path."""
+def save_predictions(results_dir: str, run_id: str, review_ids, y_true, y_pred, proba=None,
+                     split: str = "test") -> str:
+    """Write one run's predictions of a split (labels 0..4) as Parquet; returns the path."""
     review_ids = np.asarray(review_ids, dtype=object)
     y_true = np.asarray(y_true, dtype=np.int32)
     y_pred = np.asarray(y_pred, dtype=np.int32)
@@ -268,14 +283,14 @@ def save_predictions(results_dir: str, run_id: str, review_ids, y_true, y_pred, 
             .cast(pa.list_(pa.float64()))
     table = pa.table({"review_id": pa.array(review_ids, type=pa.string()),
                       "label": pa.array(y_true), "pred": pa.array(y_pred), "proba": proba_col})
-    path = predictions_path(results_dir, run_id)
+    path = predictions_path(results_dir, run_id, split)
     return storage.write_bytes(path, write=lambda fs, p: pq.write_table(table, p, filesystem=fs))
 
 
-def read_predictions(results_dir: str, run_id: str) -> pd.DataFrame:
-    """One run's saved predictions: review_id, label, pred, proba."""
-    path = predictions_path(results_dir, run_id)
+def read_predictions(results_dir: str, run_id: str, split: str = "test") -> pd.DataFrame:
+    """One run's saved predictions of a split: review_id, label, pred, proba."""
+    path = predictions_path(results_dir, run_id, split)
     fs, full = storage.filesystem(path)
     if fs.get_file_info(full).type == pafs.FileType.NotFound:
-        raise ValueError(f"no saved predictions for run {run_id!r}: {path}")
+        raise ValueError(f"no saved predictions for run {run_id!r} ({split} split): {path}")
     return pq.read_table(full, filesystem=fs).to_pandas()

@@ -6,15 +6,21 @@ predictions and plain values; the report stage does the reading and writing.
 - ``plateau``: on a learning curve of (train rows, score) points, the gain per doubling of each
   segment between consecutive points is ``Δscore / log2(rows_b / rows_a)``; the curve has
   plateaued at the smallest size after which *every* segment gains less than ``min_gain``.
-- ``paired_comparison``: LSTM minus LR on the same test rows (joined by review_id), with a
-  paired bootstrap interval for score, accuracy and macro F1 (``metrics.paired_bootstrap_diff``).
-- ``verdict_sentence``: "the LSTM beats / does not beat / ties the LR at N rows: +0.0xx [a, b]".
-- ``curve_table`` / ``comparisons``: which runs form the curves and which pair is compared.
+- ``select``: the cell (sampler) of each model and size chosen by the *validation* score;
+  ``comparisons``: the selected LSTM against each selected LR setting at the largest shared
+  size, with every seed replicate of both (the test split is never used to choose).
+- ``replicated_comparison``: LSTM minus LR on the same test rows (joined by review_id); the
+  interval combines test-row resampling and seed-to-seed variance
+  (``metrics.seeded_bootstrap_diff``), raw and with decision offsets fitted on validation.
+- ``outcome`` / ``verdict_sentence``: the pre-registered rule — "beats" only when the whole
+  interval of LSTM − LR is above +margin (symmetrically for the LR), else "no difference
+  larger than the margin was detected".
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -33,6 +39,10 @@ STUDY_POINTS: tuple[dict[str, Any], ...] = (
 # of a run (used only when its sample_size is 'full' and no sample manifest says how many rows
 # that was) and the LR's feature setting (the encode section of its params).
 TRAIN_ROWS_COLUMN = "train_rows"
+SAMPLE_TAG_COLUMN = "sample_tag"
+REPLICATE_COLUMN = "replicate"
+VAL_SCORE_COLUMN = "val_score"
+DECIDE_ON = ("raw", "offsets")
 FEATURES_COLUMN = "encode.tfidf_features"
 HASHED_COLUMN = "encode.tfidf_hashed"
 
@@ -81,47 +91,86 @@ def _int(value: float) -> int | float:
 
 
 # --------------------------------------------------------------------------- verdict
-def outcome(lo: float, hi: float) -> str:
-    """'beats' when the interval is above 0, 'does not beat' when below 0, else 'ties'."""
-    if lo > 0:
-        return "beats"
-    if hi < 0:
-        return "does not beat"
-    return "ties"
+# Outcomes of the pre-registered decision rule (docs/report.md): LSTM − LR interval vs ±margin.
+LSTM_BETTER = "lstm_better"
+LR_BETTER = "lr_better"
+NO_DIFFERENCE = "no_difference"
+
+
+def outcome(lo: float, hi: float, margin: float = 0.0) -> str:
+    """The decision rule on an interval of LSTM − LR: 'lstm_better' when the whole interval is
+    above +margin, 'lr_better' when it is below −margin, else 'no_difference' (no difference
+    larger than the margin was detected)."""
+    if not (isinstance(margin, (int, float)) and margin >= 0):
+        raise ValueError(f"outcome: margin must be a number >= 0, got {margin!r}")
+    if lo > margin:
+        return LSTM_BETTER
+    if hi < -margin:
+        return LR_BETTER
+    return NO_DIFFERENCE
 
 
 def verdict_sentence(rows: int, diff: float, lo: float, hi: float,
-                     lr_label: str | None = None) -> str:
-    """'the LSTM beats the LR (…) at 200,000 rows: +0.052 [0.031, 0.070]' (score difference)."""
+                     lr_label: str | None = None, margin: float = 0.0) -> str:
+    """The decision as a sentence, e.g. 'at 200,000 rows the LSTM beats the LR (…) by more than
+    the margin 0.005: +0.052 [0.031, 0.070]' (score difference, LSTM − LR)."""
     lr = f"the LR ({lr_label})" if lr_label else "the LR"
-    return (f"the LSTM {outcome(lo, hi)} {lr} at {int(rows):,} rows: "
-            f"{diff:+.3f} [{lo:.3f}, {hi:.3f}]")
+    where = f"at {int(rows):,} rows"
+    numbers = f"{diff:+.3f} [{lo:.3f}, {hi:.3f}]"
+    found = outcome(lo, hi, margin)
+    if found == LSTM_BETTER:
+        return f"{where} the LSTM beats {lr} by more than the margin {margin:g}: {numbers}"
+    if found == LR_BETTER:
+        return f"{where} {lr} beats the LSTM by more than the margin {margin:g}: {numbers}"
+    return (f"{where} no difference larger than the margin {margin:g} was detected between the "
+            f"LSTM and {lr}: {numbers}")
 
 
 def paired_comparison(lstm_predictions: pd.DataFrame, lr_predictions: pd.DataFrame, *, n: int,
-                      seed: int, alpha: float = 0.05, names: tuple[str, str] = ("lstm", "lr")
-                      ) -> dict[str, Any]:
-    """LSTM − LR on the same test rows: {n_test, score|accuracy|macro_f1: {diff, lo, hi,
-    share_a_better, outcome}}. Predictions are frames with review_id, label, pred; they must
-    cover exactly the same review_ids with the same labels (else ValueError)."""
-    a = _check_predictions(lstm_predictions, names[0])
-    b = _check_predictions(lr_predictions, names[1])
+                      seed: int, alpha: float = 0.05, names: tuple[str, str] = ("lstm", "lr"),
+                      margin: float = 0.0) -> dict[str, Any]:
+    """LSTM − LR on the same test rows, one run each: replicated_comparison with one replicate."""
+    return replicated_comparison([lstm_predictions], [lr_predictions], n=n, seed=seed,
+                                 alpha=alpha, names=(names[0:1], names[1:2]), margin=margin)
+
+
+def replicated_comparison(lstm_runs: list[pd.DataFrame], lr_runs: list[pd.DataFrame], *, n: int,
+                          seed: int, alpha: float = 0.05,
+                          names: tuple[list[str], list[str]] | None = None,
+                          margin: float = 0.0) -> dict[str, Any]:
+    """LSTM − LR on the same test rows with every replicate (seed) of each model:
+    {n_test, score|accuracy|macro_f1: {diff, lo, hi, share_a_better, a_runs, b_runs, a_sd, b_sd,
+    outcome}} (metrics.seeded_bootstrap_diff: a seed per resample, then the test rows).
+    Every frame (review_id, label, pred) must cover the same review_ids with the same labels."""
+    names = names or ([f"lstm[{i}]" for i in range(len(lstm_runs))],
+                      [f"lr[{i}]" for i in range(len(lr_runs))])
+    frames = [_check_predictions(f, name) for f, name in
+              zip(list(lstm_runs) + list(lr_runs), list(names[0]) + list(names[1]))]
+    labels = [name for group in names for name in group]
+    first = frames[0]
+    for frame, name in zip(frames[1:], labels[1:]):
+        _same_rows(first, frame, labels[0], name)
+    aligned = [f.loc[first.index] for f in frames]
+    k = len(lstm_runs)
+    diffs = metrics.seeded_bootstrap_diff(
+        first["label"].to_numpy(), [f["pred"].to_numpy() for f in aligned[:k]],
+        [f["pred"].to_numpy() for f in aligned[k:]], n=n, seed=seed, alpha=alpha)
+    return {"n_test": int(len(first)),
+            **{m: {**d, "outcome": outcome(d["lo"], d["hi"], margin)} for m, d in diffs.items()}}
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> None:
     only_a = a.index.difference(b.index)
     only_b = b.index.difference(a.index)
     if len(only_a) or len(only_b):
         raise ValueError(
-            f"predictions of {names[0]} and {names[1]} are not on the same test rows: "
-            f"{len(a)} vs {len(b)} rows, {len(only_a)} only in {names[0]} (e.g. "
-            f"{list(only_a[:3])}), {len(only_b)} only in {names[1]} (e.g. {list(only_b[:3])})")
-    b = b.loc[a.index]
-    mismatch = a["label"].to_numpy() != b["label"].to_numpy()
+            f"predictions of {name_a} and {name_b} are not on the same test rows: "
+            f"{len(a)} vs {len(b)} rows, {len(only_a)} only in {name_a} (e.g. "
+            f"{list(only_a[:3])}), {len(only_b)} only in {name_b} (e.g. {list(only_b[:3])})")
+    mismatch = a["label"].to_numpy() != b.loc[a.index, "label"].to_numpy()
     if mismatch.any():
-        raise ValueError(f"predictions of {names[0]} and {names[1]} disagree on the true label "
+        raise ValueError(f"predictions of {name_a} and {name_b} disagree on the true label "
                          f"of {int(mismatch.sum())} test rows (e.g. {list(a.index[mismatch][:3])})")
-    diffs = metrics.paired_bootstrap_diff(a["label"].to_numpy(), a["pred"].to_numpy(),
-                                          b["pred"].to_numpy(), n=n, seed=seed, alpha=alpha)
-    return {"n_test": int(len(a)),
-            **{m: {**d, "outcome": outcome(d["lo"], d["hi"])} for m, d in diffs.items()}}
 
 
 def _check_predictions(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -134,7 +183,21 @@ def _check_predictions(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"predictions of {name}: review_id repeated "
                          f"(e.g. {list(frame.loc[dup, 'review_id'][:3])})")
-    return frame.set_index("review_id").sort_index()[["label", "pred"]]
+    columns = ["label", "pred"] + (["proba"] if "proba" in frame.columns else [])
+    return frame.set_index("review_id").sort_index()[columns]
+
+
+def with_offsets(test: pd.DataFrame, validation: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict]:
+    """Per-class decision offsets fitted on a run's validation predictions (metrics.fit_offsets)
+    and applied to its test probabilities → (test frame with the offset pred, the fit)."""
+    for frame, split in ((test, "test"), (validation, "validation")):
+        if "proba" not in frame.columns or frame["proba"].isna().any():
+            raise ValueError(f"predictions of {name} ({split}): no class probabilities, so no "
+                             f"decision offsets")
+    fitted = metrics.fit_offsets(validation["label"].to_numpy(),
+                                 np.vstack(validation["proba"].to_numpy()))
+    pred = metrics.offset_predictions(np.vstack(test["proba"].to_numpy()), fitted["offsets"])
+    return test.assign(pred=pred), fitted
 
 
 # --------------------------------------------------------------------------- runs → curves
@@ -189,14 +252,41 @@ def series_label(row: Mapping[str, Any]) -> str:
     return str(row.get("model") or "?")
 
 
+_FEATURE_SUFFIX = re.compile(r"_(top|hash)\d+$")
+_REPLICATE_SUFFIX = re.compile(r"_r(\d+)$")
+
+
+def sample_tag_of(row: Mapping[str, Any]) -> str:
+    """The sample tag of a run (what sample manifests are keyed by): its sample_tag column, or
+    for rows without one its tag less the TF-IDF suffix (an LR's tag is the encode tag)."""
+    own = _value(row, SAMPLE_TAG_COLUMN)
+    if own:
+        return str(own)
+    return _FEATURE_SUFFIX.sub("", str(row.get("tag") or ""))
+
+
+def replicate_of(row: Mapping[str, Any]) -> int:
+    """The seed replicate of a run: its replicate column, else the tag's _r<k> suffix, else 0."""
+    own = _num(_value(row, REPLICATE_COLUMN))
+    if own is not None:
+        return int(own)
+    found = _REPLICATE_SUFFIX.search(sample_tag_of(row))
+    return int(found.group(1)) if found else 0
+
+
+def cell_of(row: Mapping[str, Any]) -> str:
+    """The grid cell of a run: its sample tag without the replicate suffix."""
+    return _REPLICATE_SUFFIX.sub("", sample_tag_of(row))
+
+
 def train_rows(row: Mapping[str, Any], full_rows: Mapping[str, int] | None = None) -> float:
     """Training rows of a run (the x of the learning curve): the ladder size sample_size; for
-    'full', the sample manifest's rows_before of the run's tag (full_rows) or a train-rows
-    column of the row; NaN when unknown."""
+    'full', the sample manifest's rows_before of the run's sample tag (full_rows, keyed by
+    sample tag for LR and LSTM rows alike) or a train-rows column of the row; NaN when unknown."""
     size = _num(row.get("sample_size"))
     if size is not None:
         return size
-    tag = row.get("tag")
+    tag = sample_tag_of(row)
     if full_rows and tag in full_rows and _num(full_rows[tag]) is not None:
         return float(full_rows[tag])
     counted = _num(_value(row, TRAIN_ROWS_COLUMN))
@@ -204,29 +294,36 @@ def train_rows(row: Mapping[str, Any], full_rows: Mapping[str, int] | None = Non
 
 
 def annotate(results: pd.DataFrame, full_rows: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """The results table (all rows, same order) plus series, train_rows and in_curve.
+    """The results table (all rows, same order) plus series, train_rows, cell, replicate,
+    val_score (numeric), latest and in_curve.
 
-    in_curve marks the runs that form the curves and the verdict: lr/lstm rows with a score, one
-    per (series, tag), the latest (created_utc) when a run was repeated.
+    latest marks, per (series, tag), the last run (created_utc) of lr/lstm rows with a test
+    score: a rerun replaces an earlier one. in_curve: the latest runs of replicate 0 (the grid
+    itself; seed replicates only enter the verdict).
     """
     table = results.copy().reset_index(drop=True)
     if table.empty:
         return pd.DataFrame(columns=["run_id", "model", "series", "tag", "sample_method",
-                                     "train_rows", "score", "in_curve"])
-    for col in ("run_id", "model", "tag", "sample_method", "score"):
+                                     "train_rows", "score", "val_score", "cell", "replicate",
+                                     "latest", "in_curve"])
+    for col in ("run_id", "model", "tag", "sample_method", "score", VAL_SCORE_COLUMN):
         if col not in table.columns:
             table[col] = None
     records = table.to_dict("records")
     table["series"] = [series_label(r) for r in records]
     table["train_rows"] = [train_rows(r, full_rows) for r in records]
+    table["cell"] = [cell_of(r) for r in records]
+    table["replicate"] = [replicate_of(r) for r in records]
     table["model"] = table["model"].fillna("").astype(str).str.lower()
     table["sample_method"] = table["sample_method"].fillna("?").astype(str)
     table["score"] = pd.to_numeric(table["score"], errors="coerce")
+    table[VAL_SCORE_COLUMN] = pd.to_numeric(table[VAL_SCORE_COLUMN], errors="coerce")
     usable = table[table["model"].isin(["lr", "lstm"]) & table["score"].notna()]
     if "created_utc" in usable.columns:
         usable = usable.sort_values("created_utc", kind="stable")
     keep = usable.drop_duplicates(["series", "tag"], keep="last").index
-    table["in_curve"] = table.index.isin(keep)
+    table["latest"] = table.index.isin(keep)
+    table["in_curve"] = table["latest"] & (table["replicate"] == 0)
     return table
 
 
@@ -246,49 +343,121 @@ def curve_plateaus(curves: pd.DataFrame, min_gain: float) -> list[dict[str, Any]
     return out
 
 
-def comparisons(curves: pd.DataFrame) -> list[dict[str, Any]]:
-    """For each LR series: the largest size with runs of both the LSTM and that LR, and the best
-    run (highest score, any sampler) of each model at that size.
+# --------------------------------------------------------------------------- selection
+def select(curves: pd.DataFrame) -> pd.DataFrame:
+    """The selected cell of every (series, train rows): the run with the highest validation
+    score among its samplers (ties: the first sampler in name order). Test scores are never
+    read here. Runs without a validation score cannot be selected."""
+    known = curves[curves["train_rows"].notna() & curves[VAL_SCORE_COLUMN].notna()]
+    if known.empty:
+        return known.assign(selected=[])
+    ordered = known.sort_values(["series", "train_rows", VAL_SCORE_COLUMN, "sample_method"],
+                                ascending=[True, True, False, True], kind="stable")
+    return ordered.drop_duplicates(["series", "train_rows"], keep="first").reset_index(drop=True)
 
-    Returns [{rows, lstm_run, lr_run, lr_series, lr_label, lstm_score, lr_score}], one per LR
-    series that shares a size with the LSTM.
+
+def replicate_runs(table: pd.DataFrame, series: str, cell: str) -> list[str]:
+    """run_ids of every replicate of a cell (latest run of each), replicate 0 first."""
+    runs = table[table["latest"] & (table["series"] == series) & (table["cell"] == cell)]
+    return list(runs.sort_values("replicate", kind="stable")["run_id"])
+
+
+def comparisons(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """For each LR series: the largest size where both the LSTM and that LR have a selected cell
+    (chosen on validation), with every replicate run of both cells.
+
+    table: annotate()'s output. Returns [{rows, lr_series, lr_label, lstm_cell, lr_cell,
+    lstm_runs, lr_runs, lstm_run, lr_run (replicate 0), lstm_val_score, lr_val_score,
+    lstm_sampler, lr_sampler}], one per LR series that shares a size with the LSTM.
     """
-    known = curves[curves["train_rows"].notna()]
-    lstm = known[known["model"] == "lstm"]
+    chosen = select(table[table["in_curve"]])
+    lstm = chosen[chosen["model"] == "lstm"]
     out = []
     if lstm.empty:
         return out
-    for series, lr in known[known["model"] == "lr"].groupby("series", sort=True):
+    for series, lr in chosen[chosen["model"] == "lr"].groupby("series", sort=True):
         shared = sorted(set(lstm["train_rows"]) & set(lr["train_rows"]))
         if not shared:
             continue
         rows = shared[-1]
-        best_lstm = lstm[lstm["train_rows"] == rows].sort_values("score", kind="stable").iloc[-1]
-        best_lr = lr[lr["train_rows"] == rows].sort_values("score", kind="stable").iloc[-1]
+        best_lstm = lstm[lstm["train_rows"] == rows].iloc[0]
+        best_lr = lr[lr["train_rows"] == rows].iloc[0]
         label = series[len("LR ("):-1] if series.startswith("LR (") else ""
         out.append({"rows": int(rows), "lr_series": series, "lr_label": label,
+                    "lstm_cell": best_lstm["cell"], "lr_cell": best_lr["cell"],
+                    "lstm_sampler": best_lstm["sample_method"],
+                    "lr_sampler": best_lr["sample_method"],
+                    "lstm_runs": replicate_runs(table, "LSTM", best_lstm["cell"]),
+                    "lr_runs": replicate_runs(table, series, best_lr["cell"]),
                     "lstm_run": best_lstm["run_id"], "lr_run": best_lr["run_id"],
                     "lstm_tag": best_lstm.get("tag"), "lr_tag": best_lr.get("tag"),
-                    "lstm_score": float(best_lstm["score"]), "lr_score": float(best_lr["score"])})
+                    "lstm_val_score": float(best_lstm[VAL_SCORE_COLUMN]),
+                    "lr_val_score": float(best_lr[VAL_SCORE_COLUMN])})
     return out
 
 
-def decide(curves: pd.DataFrame, load_predictions, *, n: int, seed: int,
-           alpha: float = 0.05) -> list[dict[str, Any]]:
-    """comparisons() with their paired bootstrap and verdict sentence.
+def decide(table: pd.DataFrame, load_predictions, *, n: int, seed: int, alpha: float = 0.05,
+           margin: float = 0.0, decide_on: str = "raw") -> list[dict[str, Any]]:
+    """comparisons() with their bootstrap (raw and with decision offsets) and sentence.
 
-    load_predictions(run_id) → that run's predictions frame (review_id, label, pred).
+    load_predictions(run_id, split) → that run's predictions frame (review_id, label, pred,
+    proba) of split 'test' or 'validation'. decide_on ('raw' | 'offsets') names the
+    pre-registered basis of the sentence; the other is reported beside it. The entry with
+    overall=True compares the LSTM with the best LR setting (highest validation score at the
+    largest compared size).
     """
+    if decide_on not in DECIDE_ON:
+        raise ValueError(f"report.decide_on: {decide_on!r} is not one of {DECIDE_ON}")
     out = []
-    for comp in comparisons(curves):
-        paired = paired_comparison(load_predictions(comp["lstm_run"]),
-                                   load_predictions(comp["lr_run"]), n=n, seed=seed, alpha=alpha,
-                                   names=(comp["lstm_run"], comp["lr_run"]))
-        s = paired["score"]
-        out.append({**comp, **paired,
+    for comp in comparisons(table):
+        names = (comp["lstm_runs"], comp["lr_runs"])
+        tests = [[load_predictions(r, "test") for r in group] for group in names]
+        raw = replicated_comparison(tests[0], tests[1], n=n, seed=seed, alpha=alpha,
+                                    names=names, margin=margin)
+        offsets, fits, why = None, None, None
+        try:
+            shifted, fits = _offset_runs(tests, names, load_predictions)
+            offsets = replicated_comparison(shifted[0], shifted[1], n=n, seed=seed,
+                                            alpha=alpha, names=names, margin=margin)
+        except ValueError as exc:
+            why = str(exc)
+        basis = raw if decide_on == "raw" or offsets is None else offsets
+        s = basis["score"]
+        out.append({**comp, **raw, "raw": raw, "offsets": offsets, "offset_fits": fits,
+                    "offsets_unavailable": why,
+                    "decided_on": "raw" if basis is raw else "offsets",
+                    "margin": margin, "outcome": s["outcome"],
                     "sentence": verdict_sentence(comp["rows"], s["diff"], s["lo"], s["hi"],
-                                                 comp["lr_label"] or None)})
+                                                 comp["lr_label"] or None, margin)})
+    if out:
+        top = max(c["rows"] for c in out)
+        best = max((c for c in out if c["rows"] == top), key=lambda c: c["lr_val_score"])
+        best["overall"] = True
     return out
+
+
+def _offset_runs(tests, names, load_predictions):
+    """Every run's test predictions after offsets fitted on its own validation predictions."""
+    shifted, fits = [], []
+    for group_tests, group_names in zip(tests, names):
+        frames, group_fits = [], []
+        for test, run_id in zip(group_tests, group_names):
+            frame, fit = with_offsets(test, load_predictions(run_id, "validation"), run_id)
+            frames.append(frame)
+            group_fits.append({"run_id": run_id, **fit})
+        shifted.append(frames)
+        fits.append(group_fits)
+    return shifted, {"lstm": fits[0], "lr": fits[1]}
+
+
+def overall_sentence(decided: list[dict[str, Any]]) -> str | None:
+    """'Overall: … against the best LR (…, chosen on validation)': the overall entry's
+    sentence, or None without comparisons."""
+    for comp in decided:
+        if comp.get("overall"):
+            return (f"Overall (against the best LR on validation, {comp['lr_label'] or 'LR'}): "
+                    f"{comp['sentence']}")
+    return None
 
 
 def jsonable(value: Any) -> Any:

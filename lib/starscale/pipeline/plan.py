@@ -42,10 +42,19 @@ def grid_sizes(wanted: list | None, ladder_sizes: list) -> list:
 
 
 def cell_config(cfg: Config, size: int | str, sampler: str,
-                features: LRFeaturesConfig | None = None, engine: str | None = None) -> Config:
-    """cfg with sample.size/method (and encode's TF-IDF setting, lr.engine) set for one cell."""
-    sample = dataclasses.replace(cfg.sample, size=size, method=sampler)
+                features: LRFeaturesConfig | None = None, engine: str | None = None,
+                replicate: int = 0) -> Config:
+    """cfg with sample.size/method (and encode's TF-IDF setting, lr.engine) set for one cell.
+
+    replicate k > 0: the seed replicate k of the cell — sample.seed, encode.seed and run.seed
+    (the LSTM's initialisation and data order) each offset by k, and tags ending in _r<k>."""
+    sample = dataclasses.replace(cfg.sample, size=size, method=sampler, replicate=replicate,
+                                 seed=cfg.sample.seed + replicate)
     out = dataclasses.replace(cfg, sample=sample)
+    if replicate:
+        out = dataclasses.replace(
+            out, encode=dataclasses.replace(out.encode, seed=cfg.encode.seed + replicate),
+            run=dataclasses.replace(out.run, seed=cfg.run.seed + replicate))
     if features is not None:
         out = dataclasses.replace(out, encode=dataclasses.replace(
             out.encode, tfidf_features=features.features, tfidf_hashed=features.hashed))
@@ -82,6 +91,74 @@ def plan(cfg: Config) -> list[Step]:
                 steps.append(Step("train-lstm", f"lstm/{cell.sample_tag()}", cell))
     steps.append(Step("report", "", cfg))
     return steps
+
+
+# Samplers whose output depends on their seed: an LR on their rows differs between replicates.
+# An LR on all rows (none, class_weight) is deterministic, so its replicates would be copies.
+RANDOM_SAMPLERS = ("random_under", "random_over", "adasyn")
+
+
+@dataclass(frozen=True)
+class Selected:
+    """A cell chosen on validation at the largest size, to be trained with more seeds."""
+    model: str                      # lr | lstm
+    size: int | str
+    sampler: str
+    features: LRFeaturesConfig | None = None   # LR only
+    engine: str | None = None                  # LR only
+
+
+def replicate_steps(cfg: Config, selected: Iterable[Selected]) -> list[Step]:
+    """Steps for seed replicates 1 .. experiment.seeds − 1 of the selected cells: sample and
+    encode of each replicate (once per cell and feature setting), then its trainer. An LR cell
+    whose sampler has no randomness is not replicated (its replicates would be the same model)."""
+    steps: list[Step] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(step: Step) -> None:
+        if (step.stage, step.cell) not in seen:
+            seen.add((step.stage, step.cell))
+            steps.append(step)
+
+    first = cfg.experiment.lr_features[0]
+    for k in range(1, cfg.experiment.seeds):
+        for sel in selected:
+            if sel.model == "lr" and sel.sampler not in RANDOM_SAMPLERS:
+                continue
+            features = sel.features if sel.model == "lr" else first
+            cell = cell_config(cfg, sel.size, sel.sampler, features, sel.engine, replicate=k)
+            add(Step("sample", cell.sample_tag(), cell))
+            add(Step("encode", cell.encode_tag(), cell))
+            if sel.model == "lr":
+                add(Step("train-lr", f"lr_{sel.engine}/{cell.encode_tag()}", cell))
+            else:
+                add(Step("train-lstm", f"lstm/{cell.sample_tag()}", cell))
+    return steps
+
+
+def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selected]:
+    """From this grid's results rows: per series (the LSTM, each LR engine and feature setting)
+    the sampler with the highest validation score at the given size (never the test score)."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for row in runs:
+        if str(row.get("sample_size")) != str(size) or row.get("val_score") is None:
+            continue
+        if row.get("model") == "lstm":
+            key = "lstm"
+        else:
+            key = (f"lr/{row.get('engine')}/{row.get('encode.tfidf_features')}/"
+                   f"{_truthy(row.get('encode.tfidf_hashed'))}")
+        if key not in best or float(row["val_score"]) > float(best[key]["val_score"]):
+            best[key] = row
+    out = []
+    for key, row in sorted(best.items()):
+        if key == "lstm":
+            out.append(Selected("lstm", size, str(row["sample_method"])))
+        else:
+            out.append(Selected("lr", size, str(row["sample_method"]), LRFeaturesConfig(
+                features=int(float(row["encode.tfidf_features"])),
+                hashed=_truthy(row.get("encode.tfidf_hashed"))), str(row["engine"])))
+    return out
 
 
 def forced_stages(force: bool | str) -> set[str]:

@@ -105,6 +105,21 @@ def _run_steps(spark, cfg: Config, steps: list[plan_.Step], forced: set[str],
     return records, runs, report_manifest
 
 
+def _run_replicates(spark, cfg: Config, runs: list[dict], forced: set[str],
+                    tracker: Tracker | None) -> tuple[list[dict], list[dict]]:
+    """Seeds 2..experiment.seeds of the cells selected on validation at the largest size."""
+    largest = plan_.grid_sizes(cfg.experiment.sizes, cfg.ladder.sizes)[-1]
+    chosen = plan_.selected_cells(runs, largest)
+    extra = plan_.replicate_steps(cfg, chosen)
+    names = [f"{c.model} {c.sampler}" + (f" ({c.engine}, {c.features.features}"
+                                         f"{' hashed' if c.features.hashed else ''})"
+                                         if c.features else "") for c in chosen]
+    print(f"[experiment] selected on validation at {largest}: {', '.join(names) or 'none'}; "
+          f"{len(extra)} steps for seeds 2..{cfg.experiment.seeds}", flush=True)
+    records, more_runs, _ = _run_steps(spark, cfg, extra, forced, tracker)
+    return records, more_runs
+
+
 def run_experiment(spark, cfg: Config, force: bool | str = False) -> dict:
     """Run every step of the grid; publish <run.output_dir>/experiment; return {report, verdict,
     steps, runs, ...}."""
@@ -112,9 +127,17 @@ def run_experiment(spark, cfg: Config, force: bool | str = False) -> dict:
     forced = plan_.forced_stages(force)
     tracker = Tracker.create(cfg)
     started = time.time()
-    print(f"[experiment] {len(steps)} steps; output {storage.qualify(cfg.run.output_dir)}"
+    print(f"[experiment] {len(steps)} steps (then the seed replicates of the cells selected "
+          f"on validation); output {storage.qualify(cfg.run.output_dir)}"
           + (f"; forced: {', '.join(sorted(forced))}" if forced else ""), flush=True)
-    records, runs, report_manifest = _run_steps(spark, cfg, steps, forced, tracker)
+    grid, report_step = steps[:-1], steps[-1]
+    records, runs, _ = _run_steps(spark, cfg, grid, forced, tracker)
+    if cfg.experiment.seeds > 1:
+        more, more_runs = _run_replicates(spark, cfg, runs, forced, tracker)
+        records += more
+        runs += more_runs
+    last, _, report_manifest = _run_steps(spark, cfg, [report_step], forced, tracker)
+    records += last
     for row in runs:
         row["series"] = plan_.run_label(row)
     report_dir = storage.qualify(layout.report_dir(cfg))
@@ -151,4 +174,4 @@ def _grid(cfg: Config) -> dict[str, Any]:
     exp = cfg.experiment
     return {"sizes": plan_.grid_sizes(exp.sizes, cfg.ladder.sizes), "samplers": exp.samplers,
             "models": exp.models, "lr_engines": exp.lr_engines,
-            "lr_features": [f.__dict__ for f in exp.lr_features]}
+            "lr_features": [f.__dict__ for f in exp.lr_features], "seeds": exp.seeds}

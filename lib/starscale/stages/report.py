@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from starscale import layout, report, results, storage
+from starscale import layout, report, results, storage, verdict
 from starscale.config import Config
 
 # experiment/ is rewritten by every experiment run (it records which stages skipped): reading it
@@ -62,12 +62,12 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
                        "manifests": {k: storage.fingerprint(m) for k, m in manifests.items()}},
                       sort_keys=True, default=str)
     config_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    cache: dict[str, object] = {}
+    cache: dict[tuple[str, str], object] = {}
 
-    def load_predictions(run_id: str):
-        if run_id not in cache:
-            cache[run_id] = results.read_predictions(results_dir, run_id)
-        return cache[run_id]
+    def load_predictions(run_id: str, split: str = "test"):
+        if (run_id, split) not in cache:
+            cache[(run_id, split)] = results.read_predictions(results_dir, run_id, split)
+        return cache[(run_id, split)]
 
     def write(staging: str) -> dict:
         built = report.build_report(
@@ -75,11 +75,14 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             config=cfg.to_dict(), versions=storage.versions(),
             plateau_min_gain=rcfg.plateau_min_gain, bootstrap=rcfg.bootstrap, seed=rcfg.seed,
             alpha=rcfg.alpha, include_study_points=rcfg.include_study_points,
-            sampling_at=rcfg.sampling_size, title=f"starscale report: {cfg.run.name}")
+            sampling_at=rcfg.sampling_size, title=f"starscale report: {cfg.run.name}",
+            margin=rcfg.margin, decide_on=rcfg.decide_on)
         for name, data in sorted(built.files.items()):
             storage.write_bytes(layout.join(staging, name), data)
-        return {"verdict": built.sentences,
-                "comparisons": [{k: v for k, v in comp.items() if k != "sentence"}
+        overall = verdict.overall_sentence(built.verdicts)
+        return {"verdict": ([overall] if overall else []) + built.sentences,
+                "comparisons": [{k: v for k, v in comp.items()
+                                 if k not in ("sentence", "offset_fits")}
                                 for comp in built.verdicts],
                 "plateaus": [{k: v for k, v in p.items() if k != "segments"}
                              for p in built.plateaus],

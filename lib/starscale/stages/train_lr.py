@@ -53,42 +53,54 @@ def _class_weights(cfg: Config, label_counts: dict[int, int]) -> dict[int, float
     return balanced_class_weights(label_counts)
 
 
-def _fit_mllib(spark, cfg: Config, train: DataFrame, adasyn: tuple | None, info: dict):
+def _mllib_fitter(spark, cfg: Config, train: DataFrame, adasyn: tuple | None):
+    """The weighted MLlib train frame (persisted) → (fit(reg_param) → (model, point), label
+    counts, total weight, release, the default regParam)."""
     if adasyn is not None:
         ids, X, y, w = adasyn
         train = lr.sparse_rows_frame(spark, X, y, w, ids)
     label_counts = {int(r["label"]): int(r["count"])
                     for r in train.groupBy("label").count().collect()}
     weighted = lr.with_fit_weight(train, _class_weights(cfg, label_counts)).persist()
-    try:
-        total_weight = weighted.agg(F.sum(lr.FIT_WEIGHT)).first()[0]
-        reg_param = (cfg.lr.reg_param if cfg.lr.reg_param is not None
-                     else lr.mllib_reg_for_C(cfg.lr.C, total_weight))
-        info["reg_param_effective"] = reg_param
-        fit_start = time.time()
+    total_weight = weighted.agg(F.sum(lr.FIT_WEIGHT)).first()[0]
+    default = (cfg.lr.reg_param if cfg.lr.reg_param is not None
+               else lr.mllib_reg_for_C(cfg.lr.C, total_weight))
+
+    def fit_one(reg_param: float):
         model = lr.fit_mllib(weighted, reg_param, cfg.lr.elastic_net, cfg.lr.max_iter)
-        info["fit_seconds"] = time.time() - fit_start
-    finally:
-        weighted.unpersist()
-    info["iterations"] = int(model.summary.totalIterations)
-    return model, label_counts, total_weight
+        history = list(model.summary.objectiveHistory)
+        return model, lr.convergence(int(model.summary.totalIterations), cfg.lr.max_iter, history)
+
+    return fit_one, label_counts, float(total_weight), weighted.unpersist, default
 
 
-def _fit_sklearn(cfg: Config, train: DataFrame, adasyn: tuple | None, info: dict):
+def _sklearn_fitter(cfg: Config, train: DataFrame, adasyn: tuple | None):
+    """The same for scikit-learn: C = 1/(regParam · Σ weights), the MLlib objective."""
     ids, X, y, w = adasyn if adasyn is not None else lr.collect_features(train,
                                                                          cfg.lr.sklearn_max_rows)
     label_counts = {int(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}
     cw = _class_weights(cfg, label_counts)
     fit_w = w * (np.vectorize(cw.get)(y) if cw else 1.0)
-    fit_start = time.time()
-    model = lr.fit_sklearn(X, y, fit_w, cfg.lr.C, cfg.lr.max_iter)
-    info["fit_seconds"] = time.time() - fit_start
-    info["iterations"] = int(np.max(model.n_iter_))
-    return model, label_counts, float(fit_w.sum())
+    total_weight = float(fit_w.sum())
+    default = (cfg.lr.reg_param if cfg.lr.reg_param is not None
+               else lr.mllib_reg_for_C(cfg.lr.C, total_weight))
+
+    def fit_one(reg_param: float):
+        model = lr.fit_sklearn(X, y, fit_w, 1.0 / (reg_param * total_weight), cfg.lr.max_iter)
+        return model, lr.convergence(int(np.max(model.n_iter_)), cfg.lr.max_iter, None)
+
+    return fit_one, label_counts, total_weight, lambda: None, default
 
 
-def fit(spark, cfg: Config, train: DataFrame) -> dict:
-    """Fit the configured engine on train → the fitted model and its numbers."""
+def fit(spark, cfg: Config, train: DataFrame, validation_score=None) -> dict:
+    """Fit the configured engine on train, once per lr.reg_grid value (or once with
+    reg_param / C when the grid is empty), keeping the model with the best validation score.
+
+    validation_score(model) → metrics.summary of that model on the validation split (None:
+    no selection, only allowed with a single setting). Returns the chosen model and its numbers,
+    with 'grid': one {reg_param, iterations, converged, objective_change, val_score, selected}
+    per setting tried.
+    """
     engine = cfg.lr.engine
     info: dict = {"engine": engine}
     adasyn = None
@@ -97,11 +109,36 @@ def fit(spark, cfg: Config, train: DataFrame) -> dict:
         adasyn = (ids, X, y, w)
         info["adasyn_rows_added"] = int(n_new)
     if engine == "mllib":
-        model, label_counts, total_weight = _fit_mllib(spark, cfg, train, adasyn, info)
+        fit_one, label_counts, total_weight, release, default = _mllib_fitter(spark, cfg, train,
+                                                                              adasyn)
     else:
-        model, label_counts, total_weight = _fit_sklearn(cfg, train, adasyn, info)
+        fit_one, label_counts, total_weight, release, default = _sklearn_fitter(cfg, train, adasyn)
+    settings = list(cfg.lr.reg_grid) or [default]
+    if validation_score is None and len(settings) > 1:
+        raise ValueError("train-lr: lr.reg_grid needs a validation split to choose from")
+    best, grid = None, []
+    try:
+        for reg_param in settings:
+            fit_start = time.time()
+            model, point = fit_one(reg_param)
+            point.update(reg_param=reg_param, fit_seconds=round(time.time() - fit_start, 3))
+            val = validation_score(model) if validation_score is not None else None
+            point["val_score"] = val["score"] if val else None
+            _warn_convergence(cfg, point)
+            grid.append(point)
+            if best is None or (val and val["score"] > best[2]["score"]):
+                best = (model, point, val or {"score": float("nan")})
+    finally:
+        release()
+    model, point, val = best
+    for p in grid:
+        p["selected"] = p is point
+    info.update(_grid_edge(cfg, grid, point))
     info.update({
-        "model": model,
+        "model": model, "validation": val if validation_score is not None else None,
+        "grid": grid, "reg_param_effective": point["reg_param"],
+        "iterations": point["iterations"], "converged": point["converged"],
+        "fit_seconds": sum(p["fit_seconds"] for p in grid),
         "train_rows": int(sum(label_counts.values())),
         "label_counts_fit": {str(k): v for k, v in sorted(label_counts.items())},
         "total_fit_weight": float(total_weight),
@@ -109,11 +146,43 @@ def fit(spark, cfg: Config, train: DataFrame) -> dict:
     return info
 
 
+def _warn_convergence(cfg: Config, point: dict) -> None:
+    if not point["converged"]:
+        change = point.get("objective_change")
+        print(f"starscale train-lr: warning: lr.max_iter={cfg.lr.max_iter} reached at regParam "
+              f"{point['reg_param']:g} before convergence"
+              + (f" (last relative objective change {change:.2e})" if change is not None else ""),
+              flush=True)
+
+
+def _grid_edge(cfg: Config, grid: list[dict], chosen: dict) -> dict:
+    """A best value at an end of a grid of >= 3 points: say so (the optimum may lie outside)."""
+    values = sorted(p["reg_param"] for p in grid)
+    if len(values) < 3 or values[0] < chosen["reg_param"] < values[-1]:
+        return {}
+    print(f"starscale train-lr: warning: the best regParam {chosen['reg_param']:g} is at the "
+          f"edge of lr.reg_grid {values}; consider extending it", flush=True)
+    return {"grid_edge": True}
+
+
+def _validation_scorer(spark, engine: str, encode_dir: str, scored: dict):
+    """fitted model → metrics.summary on the validation split (its Scored kept in scored,
+    keyed by id(model), for the chosen model's validation predictions)."""
+    def validation_score(fitted_model) -> dict:
+        candidate = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
+            engine, fitted_model))
+        result = model_store.score_table(spark, candidate, encode_dir, "validation")
+        scored[id(fitted_model)] = result
+        return metrics.summary(result.y_true, result.y_pred)
+    return validation_score
+
+
 def config_hash(cfg: Config) -> str:
     """What a trained LR depends on besides its input: lr.*, sample.*, the bootstrap settings
     (not evaluate.model/model_dir, which only steer the evaluate stage)."""
     blob = json.dumps({"lr": dataclasses.asdict(cfg.lr), "sample": dataclasses.asdict(cfg.sample),
-                       "bootstrap": cfg.evaluate.bootstrap, "seed": cfg.evaluate.seed},
+                       "bootstrap": cfg.evaluate.bootstrap, "seed": cfg.evaluate.seed,
+                       "selection": "validation"},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -128,12 +197,17 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     results_dir = layout.results_dir(cfg)
     outcome: dict = {}
 
+    scored_validation: dict = {}
+    validation_score = _validation_scorer(spark, engine, encode_dir, scored_validation)
+
     def write(staging: str) -> dict:
         started = time.time()
-        fitted = fit(spark, cfg, model_store.read_features(spark, encode_dir, "train"))
+        fitted = fit(spark, cfg, model_store.read_features(spark, encode_dir, "train"),
+                     validation_score)
         model_store.save_lr(spark, staging, engine, fitted["model"])
         model = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
             engine, fitted["model"]))
+        # The test split is read once, for the model chosen on validation.
         scored = model_store.score_table(spark, model, encode_dir, "test")
         eval_start = time.time()
         summary = metrics.summary(scored.y_true, scored.y_pred)
@@ -147,6 +221,9 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         # The row and predictions before the model is published: no published model lacks them.
         results.save_predictions(results_dir, numbers["run_id"], scored.review_ids,
                                  scored.y_true, scored.y_pred, scored.proba)
+        val = scored_validation[id(fitted["model"])]
+        results.save_predictions(results_dir, numbers["run_id"], val.review_ids, val.y_true,
+                                 val.y_pred, val.proba, split="validation")
         results.write_row(results_dir, _row(cfg, numbers, summary, ci, output,
                                             stage_seconds=time.time() - started))
         outcome.update(summary=summary, numbers=numbers)
@@ -161,7 +238,8 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
                                              "macro_f1", "ci", "output", "skipped")}
     numbers = outcome["numbers"]
     return {**{k: numbers[k] for k in ("run_id", "tag", "engine", "score", "accuracy", "macro_f1",
-                                       "ci", "train_rows", "test_rows", "iterations")},
+                                       "ci", "train_rows", "test_rows", "iterations", "grid",
+                                       "validation", "reg_param_effective")},
             "per_class": outcome["summary"]["per_class"], "output": manifest["output"],
             "skipped": False}
 
@@ -182,9 +260,11 @@ def _numbers(run_id: str, tag: str, engine: str, encode_dir: str, fitted: dict,
         "score": summary["score"], "accuracy": summary["accuracy"],
         "macro_f1": summary["macro_f1"], "ci": ci,
     }
-    for key in ("adasyn_rows_added", "reg_param_effective"):
+    for key in ("adasyn_rows_added", "reg_param_effective", "grid", "converged", "grid_edge"):
         if key in fitted:
             numbers[key] = fitted[key]
+    numbers["validation"] = {k: fitted["validation"][k] for k in ("score", "accuracy",
+                                                                 "macro_f1", "n")}
     return numbers
 
 
@@ -192,8 +272,8 @@ def _row(cfg: Config, numbers: dict, summary: dict, ci: dict | None, output: str
          stage_seconds: float) -> results.ResultRow:
     rows_seen = numbers["train_rows"] * numbers["iterations"]
     fit_seconds = numbers["fit_seconds"]
-    extra = ({"lr.reg_param_effective": numbers["reg_param_effective"]}
-             if "reg_param_effective" in numbers else {})
+    extra = {"lr.reg_param_effective": numbers["reg_param_effective"]}
+    val = numbers["validation"]
     return results.ResultRow(
         run_id=numbers["run_id"], model="lr", engine=numbers["engine"], tag=numbers["tag"],
         sample_size=str(cfg.sample.size), sample_method=cfg.sample.method, stage="train-lr",
@@ -204,5 +284,7 @@ def _row(cfg: Config, numbers: dict, summary: dict, ci: dict | None, output: str
         fit_seconds=fit_seconds, predict_seconds=numbers["predict_seconds"],
         eval_seconds=numbers["eval_seconds"], stage_seconds=round(stage_seconds, 3),
         samples_per_s=rows_seen / fit_seconds if fit_seconds else None,
-        adasyn_rows_added=numbers.get("adasyn_rows_added"),
+        adasyn_rows_added=numbers.get("adasyn_rows_added"), sample_tag=cfg.sample_tag(),
+        replicate=cfg.sample.replicate, val_score=val["score"], val_accuracy=val["accuracy"],
+        val_macro_f1=val["macro_f1"], converged=numbers["converged"], lr_grid=numbers["grid"],
         params=results.model_params(cfg, "lr", extra))

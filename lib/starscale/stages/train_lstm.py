@@ -53,16 +53,24 @@ def run(spark, cfg: Config, force: bool = False, hooks: dict | None = None) -> d
         model_file = model_store.save_lstm(staging, checkpoints.final_model_path(args.ckpt_dir),
                                            args.vocab_path, cfg.to_dict())
         model = model_store.SavedModel("lstm", None, {}, model_store.load_lstm_file(model_file))
+        validation = model_store.score_table(spark, model, encode_dir, "validation",
+                                             cfg.lstm.batch_size)
         scored = model_store.score_table(spark, model, encode_dir, "test", cfg.lstm.batch_size)
         summary = metrics.summary(scored.y_true, scored.y_pred)
         ci = (metrics.bootstrap_ci(scored.y_true, scored.y_pred, cfg.evaluate.bootstrap,
                                    cfg.evaluate.seed) if cfg.evaluate.bootstrap > 0 else None)
         numbers = _numbers(cfg, args, rank_results, scored, summary, ci, train_seconds)
+        numbers["validation"] = {k: v for k, v in metrics.summary(
+            validation.y_true, validation.y_pred).items() if k in ("score", "accuracy",
+                                                                 "macro_f1", "n")}
         results_dir = layout.results_dir(cfg)
         # The row and predictions before the model is published: no published model lacks them.
         box["predictions"] = results.save_predictions(
             results_dir, numbers["run_id"], scored.review_ids, scored.y_true, scored.y_pred,
             scored.proba)
+        results.save_predictions(results_dir, numbers["run_id"], validation.review_ids,
+                                 validation.y_true, validation.y_pred, validation.proba,
+                                 split="validation")
         results.write_row(results_dir, _row(cfg, numbers, summary, ci, output,
                                             time.time() - started))
         box.update(ranks=rank_results, summary=summary)
@@ -115,6 +123,8 @@ def _numbers(cfg: Config, args: RankArgs, rank_results: list[dict], scored, summ
         "tag": cfg.sample_tag(), "workers": r0["size"], "launcher": cfg.train.launcher,
         "steps_per_epoch": r0["steps_per_epoch"], "initial_epoch": r0["initial_epoch"],
         "epochs_run": r0["epochs_run"], "epochs_completed": r0["epochs_completed"],
+        "epochs_planned": r0["epochs_planned"], "monitor": r0["monitor"],
+        "best_value": r0["best_value"],
         "stopped_early": r0["stopped_early"], "best_epoch": r0["best_epoch"],
         "rows_seen": sum(r["rows_seen"] for r in rank_results),
         "train_rows": {str(k): v for k, v in args.train_rows.items()},
@@ -146,4 +156,7 @@ def _row(cfg: Config, numbers: dict, summary: dict, ci: dict | None, output: str
         samples_per_s=numbers["samples_per_s"], fit_seconds=numbers["fit_seconds"],
         predict_seconds=numbers["predict_seconds"],
         train_wall_seconds=numbers["train_wall_seconds"], stage_seconds=round(stage_seconds, 3),
+        sample_tag=cfg.sample_tag(), replicate=cfg.sample.replicate,
+        val_score=numbers["validation"]["score"], val_accuracy=numbers["validation"]["accuracy"],
+        val_macro_f1=numbers["validation"]["macro_f1"],
         params=results.model_params(cfg, "lstm"))

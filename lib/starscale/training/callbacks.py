@@ -102,13 +102,66 @@ class NanGuard(_keras_callback()):
         raise TrainingFailed(msg)
 
 
-class BestWeights(_keras_callback()):
-    """Early stopping on the (rank-averaged) validation loss, keeping the best weights in memory
-    and restoring them at the end of training, whether or not it stopped early."""
+class ValidationScore(_keras_callback()):
+    """At each epoch's end, the study's score, accuracy, macro F1 and the (unweighted)
+    cross-entropy of the model on the validation data, over all ranks → logs val_score,
+    val_accuracy, val_macro_f1, val_loss (one pass over the validation rows; fit gets no
+    validation_data, so there is no second one).
 
-    def __init__(self, patience: int, state: dict | None, best_weights):
+    Each rank predicts its own validation shards; the ranks' confusion matrices and loss sums
+    are averaged by one allreduce. Every metric is a ratio of counts, so the average gives the
+    same numbers as the sum, whether the shards were split among the ranks or every rank read
+    all of them (training.data.validation_shards)."""
+
+    def __init__(self, val_ds, watchdog: Watchdog, epoch_of):
+        super().__init__()
+        self.val_ds, self.watchdog, self.epoch_of = val_ds, watchdog, epoch_of
+
+    def on_epoch_end(self, epoch, logs=None):
+        from starscale import metrics
+        k = metrics.N_CLASSES
+        totals = np.zeros(k * k + 2)           # confusion cells, loss sum, rows
+        if self.val_ds is not None:
+            for batch, (x, y) in enumerate(self.val_ds):
+                proba = np.asarray(self.model.predict_on_batch(x), dtype=np.float64)
+                true = np.asarray(y).argmax(axis=1)
+                totals[:k * k] += np.bincount(true * k + proba.argmax(axis=1), minlength=k * k)
+                totals[k * k] -= np.log(np.clip(proba[np.arange(len(true)), true], 1e-12,
+                                                None)).sum()
+                totals[k * k + 1] += len(true)
+                self.watchdog.beat(f"epoch {epoch + 1} validation batch {batch + 1}")
+        totals = _average_over_ranks(totals, f"val_totals_{epoch}")
+        if totals[k * k + 1] <= 0:
+            return
+        found = metrics.summary_of_confusion(totals[:k * k].reshape(k, k))
+        if logs is not None:
+            logs.update(val_loss=float(totals[k * k] / totals[k * k + 1]),
+                        val_score=found["score"], val_accuracy=found["accuracy"],
+                        val_macro_f1=found["macro_f1"])
+
+
+def _average_over_ranks(values: np.ndarray, name: str) -> np.ndarray:
+    """Horovod: the element-wise average of a vector over every rank (itself with one rank)."""
+    import horovod.tensorflow as hvd_tf
+    if not hvd_tf.is_initialized() or hvd_tf.size() == 1:
+        return values
+    import tensorflow as tf
+    averaged = hvd_tf.allreduce(tf.constant(values, dtype=tf.float64), op=hvd_tf.Average,
+                                name=name)
+    return np.asarray(averaged.numpy(), dtype=np.float64)
+
+
+class BestWeights(_keras_callback()):
+    """Early stopping on a validation metric (lstm.monitor: the study's score by default, or
+    the loss), keeping the best weights in memory and restoring them at the end of training,
+    whether or not it stopped early. Without validation data it watches the training loss."""
+
+    def __init__(self, patience: int, state: dict | None, best_weights,
+                 monitor: str = "val_score"):
         super().__init__()
         self.patience = patience
+        self.monitor = monitor
+        self.watched = monitor
         self.best = state.get("best") if state else None
         self.wait = int(state.get("wait", 0)) if state else 0
         self.best_epoch = state.get("best_epoch") if state else None
@@ -118,8 +171,10 @@ class BestWeights(_keras_callback()):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        value = logs.get("val_loss", logs.get("loss"))
-        value = float(value) if value is not None else math.inf
+        self.watched = self.monitor if self.monitor in logs else "loss"
+        value = float(logs[self.watched]) if logs.get(self.watched) is not None else math.inf
+        if self.watched not in ("loss", "val_loss"):
+            value = -value                 # larger is better for a score: keep its negative
         self.changed = False
         if self.best is None or value < self.best:
             self.best, self.wait, self.best_epoch = value, 0, epoch + 1
@@ -130,6 +185,13 @@ class BestWeights(_keras_callback()):
             if self.patience > 0 and self.wait >= self.patience:
                 self.model.stop_training = True
                 self.stopped = True
+
+    def best_value(self) -> float | None:
+        """The best monitored value as logged (the score itself, not its negative)."""
+        if self.best is None:
+            return None
+        negated = self.watched not in ("loss", "val_loss") and math.isfinite(self.best)
+        return -self.best if negated else self.best
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:

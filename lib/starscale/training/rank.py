@@ -134,9 +134,10 @@ def _train_rank(args: RankArgs) -> dict[str, Any]:
                         where=f"rank {rank}/{size}",
                         on_stall=lambda msg: checkpoints.write_failure(args.ckpt_dir, msg, rank))
     callbacks, best = make_callbacks(args, rank, size, inputs["steps"], learning_rate, state,
-                                     best_weights, watchdog)
-    fitted = fit(model, train_ds, val_ds, callbacks, best, watchdog, state=state, rank=rank,
-                 steps=inputs["steps"], epochs=args.lstm.epochs)
+                                     best_weights, watchdog, val_ds)
+    epochs = planned_epochs(args.lstm.epochs, args.lstm.min_steps, inputs["steps"])
+    fitted = fit(model, train_ds, callbacks, best, watchdog, state=state, rank=rank,
+                 steps=inputs["steps"], epochs=epochs)
     rows_seen = fitted["ran_epochs"] * inputs["steps"] * args.lstm.batch_size
     seconds = fitted["seconds"]
     from starscale import lstm
@@ -146,7 +147,8 @@ def _train_rank(args: RankArgs) -> dict[str, Any]:
         "initial_epoch": start_epoch, "epochs_run": fitted["ran_epochs"],
         "epochs_completed": start_epoch + fitted["ran_epochs"],
         "stopped_early": best.stopped or fitted["stopped_before"],
-        "best_epoch": best.best_epoch, "best_val_loss": best.best,
+        "epochs_planned": epochs, "best_epoch": best.best_epoch, "monitor": best.monitor,
+        "best_value": best.best_value(),
         "rows_seen": rows_seen, "train_seconds": round(seconds, 3),
         "samples_per_s": round(rows_seen * size / seconds, 1) if seconds > 0 and rows_seen else None,
         "history": fitted["history"], "checksum": lstm.weights_checksum(model),
@@ -157,6 +159,15 @@ def _train_rank(args: RankArgs) -> dict[str, Any]:
     if rank == 0:
         checkpoints.save_final(args.ckpt_dir, model, args.lstm)
     return result
+
+
+def planned_epochs(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """lstm.epochs, raised so that training takes at least lstm.min_steps optimizer steps
+    (small cells would otherwise stop after a few dozen steps: under-trained, not data-starved).
+    Early stopping still ends a run whose validation score stops improving."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps per epoch must be >= 1, got {steps_per_epoch}")
+    return max(int(epochs), -(-int(min_steps) // int(steps_per_epoch)))
 
 
 # --------------------------------------------------------------------------- the steps
@@ -254,18 +265,20 @@ def restore_weights(args: RankArgs, model, state: dict | None, rank: int):
 
 
 def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_rate: float,
-                   state: dict | None, best_weights, watchdog: Watchdog):
+                   state: dict | None, best_weights, watchdog: Watchdog, val_ds=None):
     """The Keras callbacks in the order they must run → (callbacks, the early-stopping one)."""
     import horovod.tensorflow.keras as hvd
     from starscale.training import callbacks as cb
     tcfg = args.train
     progress = cb.Progress(watchdog)
-    best = cb.BestWeights(args.lstm.early_stopping_patience, state, best_weights)
+    best = cb.BestWeights(args.lstm.early_stopping_patience, state, best_weights,
+                          monitor=args.lstm.monitor)
     callbacks = [
         # Horovod: rank 0's variables everywhere after the first batch (a no-op here since we
         # broadcast before fit, kept so optimizer slots created lazily are in sync too).
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-        # Horovod: average epoch metrics (loss, val_loss) over ranks before anything reads them.
+        # Horovod: average epoch metrics (loss, accuracy) over ranks before anything reads them
+        # (the validation metrics are combined over ranks by callbacks.ValidationScore).
         hvd.callbacks.MetricAverageCallback(),
     ]
     if size > 1 and tcfg.scale_lr and tcfg.warmup_epochs > 0:
@@ -275,7 +288,9 @@ def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_ra
             verbose=0))
         callbacks.append(cb.SettleLR(learning_rate, tcfg.warmup_epochs))
     callbacks += [cb.ReseedDropout(args.seed, rank), progress,
-                  cb.NanGuard(rank, args.ckpt_dir, lambda: progress.epoch), best,
+                  cb.NanGuard(rank, args.ckpt_dir, lambda: progress.epoch),
+                  # the validation metrics, before early stopping and the checkpoint read them
+                  cb.ValidationScore(val_ds, watchdog, lambda: progress.epoch), best,
                   cb.Checkpointer(rank, args.ckpt_dir, args.fingerprint, args.lstm, best,
                                   state.get("history") if state else None)]
     if args.hooks.epoch_sleep_s:
@@ -283,7 +298,7 @@ def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_ra
     return callbacks, best
 
 
-def fit(model, train_ds, val_ds, callbacks, best, watchdog: Watchdog, *, state: dict | None,
+def fit(model, train_ds, callbacks, best, watchdog: Watchdog, *, state: dict | None,
         rank: int, steps: int, epochs: int) -> dict[str, Any]:
     """model.fit from the checkpoint's epoch under the watchdog (or only the best weights when
     the checkpoint says training is over) → history, epochs run, seconds."""
@@ -296,7 +311,7 @@ def fit(model, train_ds, val_ds, callbacks, best, watchdog: Watchdog, *, state: 
     try:
         if start_epoch < epochs and not stopped_before:
             fitted = model.fit(train_ds, steps_per_epoch=steps, epochs=epochs,
-                               initial_epoch=start_epoch, validation_data=val_ds,
+                               initial_epoch=start_epoch,
                                # Horovod: Keras progress from rank 0 only (one line per epoch)
                                callbacks=callbacks, verbose=2 if rank == 0 else 0)
             for key, vals in fitted.history.items():

@@ -5,6 +5,7 @@ prepare/ and encode/<tag>/ folders (with manifests) the way the upstream stages 
 """
 from __future__ import annotations
 
+
 import gzip
 import json
 import os
@@ -28,8 +29,9 @@ TAG = "full_random_under_top4000"      # Config.encode_tag() of the test config
 SAMPLE_TAG = "full_random_under"
 LSTM_MAX_LEN = 12
 N_REVIEWS = 2500
+# lr.reg_grid empty: one fit at lr.C (the engines' parity); the grid has its own test at the end
 BASE = ("sample.size=full", "sample.method=random_under", "evaluate.bootstrap=200",
-        "lr.max_iter=300")
+        "lr.max_iter=300", "lr.reg_grid=[]")
 
 
 def _word(prefix: str, k: int) -> str:
@@ -129,7 +131,8 @@ def _train_rows() -> int:
 
 @pytest.fixture(scope="module")
 def trained(spark, workspace):
-    """train-lr with both engines; lr.reg_param null: MLlib's regParam is derived from lr.C."""
+    """train-lr with both engines at one setting (lr.reg_grid empty): lr.reg_param null, so
+    MLlib's regParam is derived from lr.C (scikit-learn's objective)."""
     return {engine: train_lr.run(spark, _cfg(workspace, f"lr.engine={engine}"))
             for engine in ("mllib", "sklearn")}
 
@@ -327,3 +330,29 @@ def test_predict_input_format_detection(spark, workspace):
     prepared = os.path.join(_cfg(workspace).stage_dir("prepare"), "reviews")
     assert predict_stage.input_format(spark, prepared, "auto") == "parquet"
     assert predict_stage.input_format(spark, prepared, "tsv") == "tsv"
+
+
+@pytest.mark.parametrize("engine", ["mllib", "sklearn"])
+def test_regularisation_is_chosen_on_validation(spark, workspace, engine, capsys):
+    # regParam 1.0 shrinks every coefficient to ~0 (all rows get about the same probabilities):
+    # its validation score must lose to 1e-4 and 1e-3; max_iter 3 stops before convergence.
+    # (last in this file: it replaces the models the tests above read)
+    cfg = _cfg(workspace, f"lr.engine={engine}", "lr.reg_grid=[1.0e-4, 1.0e-3, 1.0]",
+               "lr.max_iter=3")
+    summary = train_lr.run(spark, cfg, force=True)
+    grid = summary["grid"]
+    assert [p["reg_param"] for p in grid] == [1.0e-4, 1.0e-3, 1.0]
+    scores = [p["val_score"] for p in grid]
+    best = max(range(3), key=lambda i: scores[i])
+    assert [p["selected"] for p in grid] == [i == best for i in range(3)]
+    assert best != 2 and scores[2] < max(scores)
+    assert summary["reg_param_effective"] == grid[best]["reg_param"]
+    assert summary["validation"]["score"] == pytest.approx(scores[best])
+    assert all(p["iterations"] <= 3 for p in grid)
+    assert [p["converged"] for p in grid[:2]] == [False, False]   # 1.0 may converge at once
+    assert "lr.max_iter=3 reached" in capsys.readouterr().out
+    row = results.find_row(cfg.stage_dir("results"), summary["run_id"])
+    assert row["val_score"] == pytest.approx(scores[best]) and row["converged"] is False
+    assert [p["reg_param"] for p in json.loads(row["lr_grid"])] == [1.0e-4, 1.0e-3, 1.0]
+    val = results.read_predictions(cfg.stage_dir("results"), summary["run_id"], "validation")
+    assert metrics.summary(val["label"], val["pred"])["score"] == pytest.approx(scores[best])

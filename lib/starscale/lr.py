@@ -121,10 +121,15 @@ def collect_features(features: DataFrame, max_rows: int, key: str = "lr.sklearn_
 
 
 def fit_sklearn(X, y, sample_weight, C: float, max_iter: int):
-    """scikit-learn multinomial LogisticRegression(lbfgs); class balance comes in sample_weight."""
+    """scikit-learn multinomial LogisticRegression(lbfgs); class balance comes in sample_weight.
+    Its ConvergenceWarning is silenced: train-lr reports convergence itself (lr.convergence)."""
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     model = LogisticRegression(solver="lbfgs", C=C, max_iter=max_iter)
-    return model.fit(X, y, sample_weight=sample_weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y, sample_weight=sample_weight)
 
 
 def sklearn_to_dict(model) -> dict[str, Any]:

@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
                            "call; per-stage seconds from the manifests it leaves")
     args.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                       help="extra config overrides for every stage (default for the bench: "
-                           "lstm.epochs=1)")
+                           "lstm.epochs=1 lstm.min_steps=0)")
     args = common.finish_args(args.parse_args(argv), NAME)
     started = common.machine()
     stages = args.stages.split(",") if args.stages else (QUICK_STAGES if args.quick else STAGES)
-    extra = list(args.overrides) or ["lstm.epochs=1"]
+    extra = list(args.overrides) or ["lstm.epochs=1", "lstm.min_steps=0"]
     if args.quick:
         extra += ["corpus.rows=2000"]
     output_dir = common.WORK / ("demo_quick" if args.quick else "demo")

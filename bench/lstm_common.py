@@ -70,7 +70,8 @@ def train_config(model: dict, workers: int) -> dict:
     cfg = common.local_config(
         common.WORK / "work" / "lstm", f"lstm.embedding_dim={model['embedding_dim']}",
         f"lstm.units={model['units']}", f"lstm.batch_size={model['batch_size']}",
-        "lstm.epochs=1", f"train.workers={workers}", "train.launcher=horovodrun",
+        "lstm.epochs=1", "lstm.min_steps=0", f"train.workers={workers}",
+        "train.launcher=horovodrun",
         f"encode.max_len={model['max_len']}")
     return cfg.to_dict()
 

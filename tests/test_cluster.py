@@ -31,6 +31,7 @@ PIPELINE = [
     "lr.engine=mllib", "lr.max_iter=20",
     "lstm.embedding_dim=16", "lstm.units=8", "lstm.batch_size=64", "lstm.shuffle_buffer=256",
     "lstm.epochs=2", "lstm.early_stopping_patience=0", "lstm.learning_rate=0.01",
+    "lstm.min_steps=0", "lr.reg_grid=[]", "experiment.seeds=1",
     "evaluate.bootstrap=20", "report.bootstrap=50",
     "train.workers=2", "train.start_timeout_s=180", "train.stall_timeout_s=120",
     # the experiment job's grid: one cell (full train split, random_over), LR + LSTM

@@ -2,6 +2,7 @@
 grows, resume after SIGKILL, --force STAGE, MLflow logging, and the pure grid helpers."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -34,6 +35,8 @@ TINY = [
     "lstm.shuffle_buffer=256", "lstm.early_stopping_patience=0",
     "train.launcher=local", "train.workers=1", "train.warmup_epochs=0",
     "spark.conf.spark.sql.shuffle.partitions=4",
+    # one seed, one LR setting and no step minimum here; test_full_cell_... covers them
+    "experiment.seeds=1", "lr.reg_grid=[]", "lstm.min_steps=0",
 ]
 CELLS = {"600_none", "600_random_under", "1200_none", "1200_random_under"}
 
@@ -107,27 +110,36 @@ def test_experiment_report_equals_results(grown):
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
 
     # the verdict sentence matches the numbers of the verdict table
-    verdict_rows = {r["metric"]: r for r in html_tables["verdict"]}
-    (sentence,) = _manifest(cfg)["verdict"]      # the second run's report
-    m = re.fullmatch(r"the LSTM (beats|does not beat|ties) the LR \(.*\) at ([\d,]+) rows: "
+    verdict_rows = {r["metric"]: r for r in html_tables["verdict"] if r["basis"] == "raw"}
+    overall, sentence = _manifest(cfg)["verdict"]      # the second run's report
+    assert overall.startswith("Overall (against the best LR on validation") and sentence in overall
+    lo, hi = _check_sentence(sentence, verdict_rows["score"], 2400)
+    # the verdict's pair: the LSTM and LR cells with the best validation score at that size
+    score = verdict_rows["score"]
+    at = table[table["sample_size"].astype(str) == "2400"]
+    best = {m: at[at["model"] == m].sort_values("val_score").iloc[-1] for m in ("lstm", "lr")}
+    assert score["lstm_cell"] == best["lstm"]["tag"]
+    assert score["lr_cell"] + "_top300" == best["lr"]["tag"]
+    assert float(score["diff"]) == pytest.approx(best["lstm"]["score"] - best["lr"]["score"],
+                                                 abs=5e-4)
+    assert sentence in html_text and sentence in md_text
+
+
+def _check_sentence(sentence: str, score_row: dict, rows: int) -> tuple[float, float]:
+    """The sentence's size, difference, interval and wording agree with the verdict table."""
+    m = re.fullmatch(r"at ([\d,]+) rows (the LSTM beats|the LR \(.*\) beats|no difference).*: "
                      r"([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]", sentence)
     assert m, sentence
-    score = verdict_rows["score"]
-    # the largest size with both models: 2400 after the second run rebuilt the report
-    assert int(m.group(2).replace(",", "")) == int(score["rows"]) == 2400
-    assert float(m.group(3)) == pytest.approx(float(score["diff"]), abs=5e-4)
+    assert int(m.group(1).replace(",", "")) == int(score_row["rows"]) == rows
+    assert float(m.group(3)) == pytest.approx(float(score_row["diff"]), abs=5e-4)
     lo, hi = float(m.group(4)), float(m.group(5))
     assert lo <= float(m.group(3)) <= hi
-    # the verdict's pair is the best LSTM and best LR at that size, by the results table
-    at = table[table["sample_size"].astype(str) == "2400"]
-    assert score["lstm_run"] == at[at["model"] == "lstm"].sort_values("score").iloc[-1]["run_id"]
-    assert score["lr_run"] == at[at["model"] == "lr"].sort_values("score").iloc[-1]["run_id"]
-    lstm_score = at.set_index("run_id").loc[score["lstm_run"], "score"]
-    lr_score = at.set_index("run_id").loc[score["lr_run"], "score"]
-    assert float(score["diff"]) == pytest.approx(lstm_score - lr_score, abs=5e-4)
-    expected_word = "beats" if lo > 0 else "does not beat" if hi < 0 else "ties"
-    assert m.group(1) == expected_word
-    assert sentence in html_text and sentence in md_text
+    expected = ("the LSTM beats" if lo > 0.005 else "the LR" if hi < -0.005
+                else "no difference")
+    assert m.group(2).startswith(expected) and score_row["outcome"] == {
+        "the LSTM beats": "lstm_better", "the LR": "lr_better",
+        "no difference": "no_difference"}[expected]
+    return lo, hi
 
 
 def test_adding_a_size_runs_only_that_size(grown):
@@ -268,6 +280,50 @@ def test_plan_and_derived_configs(config_factory):
         experiment.plan(config_factory("experiment.sizes=[123]"))
 
 
+def test_seed_replicates_and_lstm_widths_in_the_plan(config_factory):
+    cfg = config_factory("ladder.sizes=[100, full]", "experiment.sizes=[100, full]",
+                         "experiment.samplers=[none, random_under]", "experiment.seeds=3",
+                         "experiment.lstm_units=[64, 128]",
+                         "experiment.lr_features=[{features: 4000, hashed: false}]")
+    lstm_steps = [s.cell for s in experiment.plan(cfg) if s.stage == "train-lstm"]
+    assert lstm_steps == ["lstm/100_none", "lstm/100_none_u128", "lstm/100_random_under",
+                          "lstm/100_random_under_u128", "lstm/full_none", "lstm/full_none_u128",
+                          "lstm/full_random_under", "lstm/full_random_under_u128"]
+    # results rows of the grid at full: chosen on val_score (the test score says the opposite)
+    runs = [
+        {"model": "lstm", "sample_size": "full", "sample_method": "none", "val_score": 0.40,
+         "score": 0.9, "lstm.units": 64},
+        {"model": "lstm", "sample_size": "full", "sample_method": "random_under",
+         "val_score": 0.45, "score": 0.1, "lstm.units": 128},
+        {"model": "lr", "sample_size": "full", "sample_method": "none", "val_score": 0.50,
+         "score": 0.1, "engine": "mllib", "encode.tfidf_features": 4000,
+         "encode.tfidf_hashed": False},
+        {"model": "lr", "sample_size": "full", "sample_method": "random_under", "val_score": 0.49,
+         "score": 0.9, "engine": "mllib", "encode.tfidf_features": 4000,
+         "encode.tfidf_hashed": False},
+        {"model": "lstm", "sample_size": "100", "sample_method": "none", "val_score": 0.99},
+    ]
+    chosen = experiment.selected_cells(runs, "full")
+    assert [(c.model, c.sampler, c.units) for c in chosen] == [("lr", "none", None),
+                                                               ("lstm", "random_under", 128)]
+    extra = experiment.replicate_steps(cfg, chosen)
+    # the LR without sampling is deterministic: not replicated; the LSTM twice more
+    assert [(s.stage, s.cell) for s in extra] == [
+        ("sample", "full_random_under_r1"), ("encode", "full_random_under_r1_top4000"),
+        ("train-lstm", "lstm/full_random_under_r1_u128"),
+        ("sample", "full_random_under_r2"), ("encode", "full_random_under_r2_top4000"),
+        ("train-lstm", "lstm/full_random_under_r2_u128")]
+    r2 = extra[-1].cfg
+    assert (r2.sample.seed, r2.encode.seed, r2.run.seed) == (cfg.sample.seed + 2,
+                                                             cfg.encode.seed + 2, cfg.run.seed + 2)
+    assert (r2.lstm.units, r2.sample.replicate) == (128, 2)
+    # an under-sampled LR is replicated, sharing the sample step with the LSTM
+    under = experiment.selected_cells([{**runs[3], "val_score": 0.6}, runs[1]], "full")
+    cells = [s.cell for s in experiment.replicate_steps(cfg, under) if s.stage != "sample"]
+    assert "lr_mllib/full_random_under_r1_top4000" in cells
+    assert len([s for s in experiment.replicate_steps(cfg, under) if s.stage == "sample"]) == 2
+
+
 def test_config_and_force_values(config_factory):
     cfg = config_factory()
     assert cfg.experiment.sizes is None and cfg.experiment.models == ["lr", "lstm"]
@@ -309,3 +365,43 @@ def test_progress_line_and_summary_table():
     assert tracking.mlflow_params(row) == {"model": "lr", "engine": "mllib", "lr.C": "1.0",
                                              "encode.tfidf_features": "1048576",
                                              "encode.tfidf_hashed": "True"}
+
+
+def test_full_cell_with_seeds_chosen_on_validation(spark, tmp_path):
+    """The full-size cell, two seeds and an LR grid: the selection reads validation scores only,
+    the LR at full under random under-sampling sits at the full train split's size, and the
+    verdict uses both seeds of the selected cells."""
+    cfg = make_config(tmp_path, *TINY, "experiment.sizes=[600, full]", "ladder.sizes=[600, full]",
+                      "experiment.seeds=2", "lr.reg_grid=[1.0e-4, 1.0e-2]",
+                      "tracking.enabled=false")
+    summary = experiment_stage.run(spark, cfg)
+    steps = _steps(summary)
+    table = results.read_results(cfg.stage_dir("results"))
+    full = table[(table["sample_size"].astype(str) == "full") & (table["replicate"] == 0)]
+    chosen = {m: full[full["model"] == m].sort_values("val_score").iloc[-1] for m in ("lr", "lstm")}
+    # the LSTM's selected cell got a second seed; the LR's only if its sampler is random
+    lstm_cell = chosen["lstm"]["sample_tag"]
+    assert steps[("train-lstm", f"lstm/{lstm_cell}_r1")] == "ran"
+    lr_cell = chosen["lr"]["sample_tag"]
+    lr_replicated = ("train-lr", f"lr_mllib/{lr_cell}_r1_top300") in steps
+    assert lr_replicated == (chosen["lr"]["sample_method"] == "random_under")
+    replicas = table[table["replicate"] == 1]
+    assert set(replicas["model"]) == ({"lstm", "lr"} if lr_replicated else {"lstm"})
+    # every LR row carries its grid and its validation predictions exist
+    for row in table[table["model"] == "lr"].to_dict("records"):
+        assert [p["reg_param"] for p in json.loads(row["lr_grid"])] == [1.0e-4, 1.0e-2]
+        assert len(results.read_predictions(cfg.stage_dir("results"), row["run_id"],
+                                            "validation")) > 0
+    # the report: the LR at full under random_under is drawn at the rows before sampling
+    out = os.path.join(cfg.run.output_dir, "report")
+    tables = _html_tables(open(os.path.join(out, "index.html")).read())
+    full_rows = storage.read_manifest_local(os.path.join(cfg.stage_dir("sample"),
+                                                         "full_random_under"))["rows_before"]
+    lr_under = [r for r in tables["results"] if r["model"] == "lr"
+                and r["sample_size"] == "full" and r["sample_method"] == "random_under"]
+    assert lr_under and all(int(r["train_rows"]) == full_rows for r in lr_under)
+    score = {r["metric"]: r for r in tables["verdict"] if r["basis"] == "raw"}["score"]
+    assert (score["lstm_cell"], score["lr_cell"]) == (lstm_cell, lr_cell)
+    assert score["lstm_seeds"] == "2" and score["lr_seeds"] == ("2" if lr_replicated else "1")
+    overall, sentence = _manifest(cfg)["verdict"]
+    _check_sentence(sentence, score, full_rows)

@@ -23,7 +23,7 @@ VOCAB = ["<pad>", "<oov>"] + [f"w{i}" for i in range(38)]      # ids 0..39
 TINY = ["lstm.embedding_dim=16", "lstm.units=8", "lstm.batch_size=32", "lstm.shuffle_buffer=256",
         "lstm.learning_rate=0.01", "encode.max_len=10", "sample.size=full",
         "sample.method=random_under", "evaluate.bootstrap=20", "train.start_timeout_s=120",
-        "train.stall_timeout_s=120", "lstm.early_stopping_patience=0"]
+        "train.stall_timeout_s=120", "lstm.early_stopping_patience=0", "lstm.min_steps=0"]
 
 
 def write_encode(spark, cfg, train_shard_rows: list[int], val_rows: int = 128,

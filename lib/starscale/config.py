@@ -196,6 +196,7 @@ class LSTMConfig:
     class_weight: Literal["balanced", "none"] = _f()
     early_stopping_patience: int = _f(**rng(0))
     monitor: Literal["val_score", "val_loss"] = _f()  # best epoch / early stopping on this
+    variant: str | None = _f()            # set by the experiment (experiment.lstm_units): tag suffix
     mixed_precision: bool = _f()
     deterministic: bool = _f()            # tf op determinism (slower; for resume tests)
     shuffle_buffer: int = _f(**rng(0))
@@ -266,6 +267,7 @@ class ExperimentConfig:
     lr_engines: list[Literal["mllib", "sklearn"]]
     lr_features: list[LRFeaturesConfig]     # the LSTM uses the first setting's encode output
     seeds: int = _f(**rng(1))               # replicates of the selected cells at the largest size
+    lstm_units: list[int] | None = _f()     # LSTM widths in the grid (chosen on validation); null: lstm.units
 
     def validate(self, path: str) -> None:
         for name in ("samplers", "models", "lr_engines", "lr_features"):
@@ -274,6 +276,11 @@ class ExperimentConfig:
                 raise ValueError(f"{path}.{name}: need at least one entry")
             if len(set(map(str, values))) != len(values):
                 raise ValueError(f"{path}.{name}: repeated entry in {values}")
+        if self.lstm_units is not None:
+            if not self.lstm_units or any(u < 1 for u in self.lstm_units) \
+                    or len(set(self.lstm_units)) != len(self.lstm_units):
+                raise ValueError(f"{path}.lstm_units: need distinct widths >= 1, or null "
+                                 f"(got {self.lstm_units})")
         if self.sizes is not None:
             if not self.sizes:
                 raise ValueError(f"{path}.sizes: need at least one size, or null for ladder.sizes")
@@ -327,6 +334,11 @@ class Config:
         """Folder name of one (ladder size, sampler) cell: e.g. '50000_random_under'."""
         replicate = f"_r{self.sample.replicate}" if self.sample.replicate else ""
         return f"{self.sample.size}_{self.sample.method}{replicate}"
+
+    def lstm_tag(self) -> str:
+        """Folder name of one LSTM: the sample cell, plus lstm.variant (e.g. 'u128') when the
+        experiment trains more than one width."""
+        return self.sample_tag() + (f"_{self.lstm.variant}" if self.lstm.variant else "")
 
     def encode_tag(self) -> str:
         """Folder name of one encoding: the sample cell plus the TF-IDF feature setting, so the

@@ -62,17 +62,17 @@ def model_dir(cfg: "Config", kind: str) -> str:
     if kind == "lr":
         return os.path.join(cfg.stage_dir("models"), model_name("lr", cfg.lr.engine),
                             cfg.encode_tag())
-    return os.path.join(cfg.stage_dir("models"), "lstm", cfg.sample_tag())
+    return os.path.join(cfg.stage_dir("models"), "lstm", cfg.lstm_tag())
 
 
 def model_tag(cfg: "Config", kind: str) -> str:
     """The tag a model's results row carries: the encode tag for the LR, the sample tag for
     the LSTM (it does not depend on the TF-IDF part of the encode tag)."""
-    return cfg.encode_tag() if kind == "lr" else cfg.sample_tag()
+    return cfg.encode_tag() if kind == "lr" else cfg.lstm_tag()
 
 
 def checkpoints_dir(cfg: "Config") -> str:
-    return os.path.join(cfg.stage_dir("checkpoints"), "lstm", cfg.sample_tag())
+    return os.path.join(cfg.stage_dir("checkpoints"), "lstm", cfg.lstm_tag())
 
 
 def results_dir(cfg: "Config") -> str:

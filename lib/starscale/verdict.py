@@ -275,8 +275,10 @@ def replicate_of(row: Mapping[str, Any]) -> int:
 
 
 def cell_of(row: Mapping[str, Any]) -> str:
-    """The grid cell of a run: its sample tag without the replicate suffix."""
-    return _REPLICATE_SUFFIX.sub("", sample_tag_of(row))
+    """The grid cell of a run: its sample tag without the replicate suffix, plus an LSTM's
+    width variant (lstm.variant, e.g. '_u128')."""
+    variant = _value(row, "lstm.variant") if str(row.get("model")) == "lstm" else None
+    return _REPLICATE_SUFFIX.sub("", sample_tag_of(row)) + (f"_{variant}" if variant else "")
 
 
 def train_rows(row: Mapping[str, Any], full_rows: Mapping[str, int] | None = None) -> float:

@@ -63,6 +63,19 @@ def cell_config(cfg: Config, size: int | str, sampler: str,
     return out
 
 
+def lstm_widths(cfg: Config) -> list[int]:
+    """experiment.lstm_units, or [lstm.units] when null."""
+    return list(cfg.experiment.lstm_units or [cfg.lstm.units])
+
+
+def lstm_cell(cell: Config, units: int, widths: list[int]) -> Config:
+    """The cell's config for one LSTM width: the first width keeps the plain tag, the others
+    are variants ('u128': tags end in _u128)."""
+    variant = None if units == widths[0] else f"u{units}"
+    return dataclasses.replace(cell, lstm=dataclasses.replace(cell.lstm, units=units,
+                                                              variant=variant))
+
+
 def plan(cfg: Config) -> list[Step]:
     """Every step of the experiment in run order.
 
@@ -88,7 +101,10 @@ def plan(cfg: Config) -> list[Step]:
                         steps.append(Step("train-lr", f"lr_{engine}/{lr_cell.encode_tag()}",
                                           lr_cell))
             if "lstm" in exp.models:
-                steps.append(Step("train-lstm", f"lstm/{cell.sample_tag()}", cell))
+                widths = lstm_widths(cfg)
+                for units in widths:
+                    variant = lstm_cell(cell, units, widths)
+                    steps.append(Step("train-lstm", f"lstm/{variant.lstm_tag()}", variant))
     steps.append(Step("report", "", cfg))
     return steps
 
@@ -106,6 +122,7 @@ class Selected:
     sampler: str
     features: LRFeaturesConfig | None = None   # LR only
     engine: str | None = None                  # LR only
+    units: int | None = None                   # LSTM only: its width
 
 
 def replicate_steps(cfg: Config, selected: Iterable[Selected]) -> list[Step]:
@@ -132,13 +149,15 @@ def replicate_steps(cfg: Config, selected: Iterable[Selected]) -> list[Step]:
             if sel.model == "lr":
                 add(Step("train-lr", f"lr_{sel.engine}/{cell.encode_tag()}", cell))
             else:
-                add(Step("train-lstm", f"lstm/{cell.sample_tag()}", cell))
+                variant = lstm_cell(cell, sel.units or cfg.lstm.units, lstm_widths(cfg))
+                add(Step("train-lstm", f"lstm/{variant.lstm_tag()}", variant))
     return steps
 
 
 def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selected]:
     """From this grid's results rows: per series (the LSTM, each LR engine and feature setting)
-    the sampler with the highest validation score at the given size (never the test score)."""
+    the sampler (and an LSTM's width) with the highest validation score at the given size
+    (never the test score)."""
     best: dict[str, Mapping[str, Any]] = {}
     for row in runs:
         if str(row.get("sample_size")) != str(size) or row.get("val_score") is None:
@@ -153,7 +172,9 @@ def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selec
     out = []
     for key, row in sorted(best.items()):
         if key == "lstm":
-            out.append(Selected("lstm", size, str(row["sample_method"])))
+            units = row.get("lstm.units")
+            out.append(Selected("lstm", size, str(row["sample_method"]),
+                                units=int(float(units)) if units is not None else None))
         else:
             out.append(Selected("lr", size, str(row["sample_method"]), LRFeaturesConfig(
                 features=int(float(row["encode.tfidf_features"])),

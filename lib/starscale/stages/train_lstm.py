@@ -119,8 +119,8 @@ def _numbers(cfg: Config, args: RankArgs, rank_results: list[dict], scored, summ
     """The model's manifest numbers: the run, the training (rank 0's view), the test scores."""
     r0 = rank_results[0]
     return {
-        "run_id": results.new_run_id("lstm", cfg.sample_tag()), "model_kind": "lstm",
-        "tag": cfg.sample_tag(), "workers": r0["size"], "launcher": cfg.train.launcher,
+        "run_id": results.new_run_id("lstm", cfg.lstm_tag()), "model_kind": "lstm",
+        "tag": cfg.lstm_tag(), "workers": r0["size"], "launcher": cfg.train.launcher,
         "steps_per_epoch": r0["steps_per_epoch"], "initial_epoch": r0["initial_epoch"],
         "epochs_run": r0["epochs_run"], "epochs_completed": r0["epochs_completed"],
         "epochs_planned": r0["epochs_planned"], "monitor": r0["monitor"],

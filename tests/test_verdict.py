@@ -355,3 +355,11 @@ def test_series_labels():
     assert verdict.series_label({"model": "lr", **LRHASH, "lr.class_weight": "none"}) == \
         "LR (mllib, hashed 1,048,576 TF-IDF features, class_weight none)"
     assert verdict.series_label({"model": "lr", "engine": None}) == "LR"
+
+
+def test_an_evaluate_row_does_not_replace_the_trained_run():
+    trained = {**_row("lr_a", "lr", 1000, "none", 0.5, "t1", **LR4K), "stage": "train-lr"}
+    rescored = {**_row("ev_a", "lr", 1000, "none", 0.5, "t2", **LR4K), "stage": "evaluate",
+                "val_score": None}
+    table = verdict.annotate(pd.DataFrame([trained, rescored]))
+    assert list(table[table["in_curve"]]["run_id"]) == ["lr_a"]

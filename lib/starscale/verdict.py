@@ -299,8 +299,8 @@ def annotate(results: pd.DataFrame, full_rows: Mapping[str, int] | None = None) 
     """The results table (all rows, same order) plus series, train_rows, cell, replicate,
     val_score (numeric), latest and in_curve.
 
-    latest marks, per (series, tag), the last run (created_utc) of lr/lstm rows with a test
-    score: a rerun replaces an earlier one. in_curve: the latest runs of replicate 0 (the grid
+    latest marks, per (series, tag), the last run (created_utc) of lr/lstm trainer rows with a
+    test score: a rerun replaces an earlier one (evaluate rows never do). in_curve: the latest runs of replicate 0 (the grid
     itself; seed replicates only enter the verdict).
     """
     table = results.copy().reset_index(drop=True)
@@ -320,7 +320,11 @@ def annotate(results: pd.DataFrame, full_rows: Mapping[str, int] | None = None) 
     table["sample_method"] = table["sample_method"].fillna("?").astype(str)
     table["score"] = pd.to_numeric(table["score"], errors="coerce")
     table[VAL_SCORE_COLUMN] = pd.to_numeric(table[VAL_SCORE_COLUMN], errors="coerce")
-    usable = table[table["model"].isin(["lr", "lstm"]) & table["score"].notna()]
+    # an evaluate row re-scores a trained model on test only: the trainer's row (with its
+    # validation score) stands for the run
+    trainer = (table["stage"].astype("string") != "evaluate").fillna(True) \
+        if "stage" in table.columns else True
+    usable = table[table["model"].isin(["lr", "lstm"]) & table["score"].notna() & trainer]
     if "created_utc" in usable.columns:
         usable = usable.sort_values("created_utc", kind="stable")
     keep = usable.drop_duplicates(["series", "tag"], keep="last").index

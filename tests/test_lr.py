@@ -259,6 +259,16 @@ def test_with_fit_weight(spark):
     assert same == {"a": 1.0, "b": 2.0, "c": 1.0}
 
 
+def test_convergence():
+    assert lr.convergence(12, 100, [1.0, 0.5, 0.4])["converged"] is True
+    hit = lr.convergence(100, 100, [1.0, 0.5, 0.4])
+    assert hit["converged"] is False and hit["objective_change"] == pytest.approx(0.2)
+    # every iteration used, but the objective no longer moves: converged
+    assert lr.convergence(100, 100, [0.4, 0.4 * (1 - 1e-9)])["converged"] is True
+    assert lr.convergence(100, 100, None) == {"iterations": 100, "converged": False,
+                                              "objective_change": None}
+
+
 def test_mllib_reg_for_C():
     assert lr.mllib_reg_for_C(2.0, 500.0) == pytest.approx(0.001)
     with pytest.raises(ValueError):

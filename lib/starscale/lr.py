@@ -46,16 +46,23 @@ def mllib_reg_for_C(C: float, total_weight: float) -> float:
     return 1.0 / (C * total_weight)
 
 
+# MLlib LogisticRegression's default tol: a last relative objective change below it counts as
+# converged even when the optimizer used every iteration.
+CONVERGED_CHANGE = 1e-6
+
+
 def convergence(iterations: int, max_iter: int, objective_history: list[float] | None) -> dict:
-    """How a fit ended: {iterations, converged (stopped before max_iter), objective_change (the
-    relative change of the objective over the last iteration; None when the engine does not
-    report its history, as scikit-learn's lbfgs)}."""
+    """How a fit ended: {iterations, converged, objective_change (the relative change of the
+    objective over the last iteration; None when the engine does not report its history, as
+    scikit-learn's lbfgs)}. converged: stopped before max_iter, or the last change is below
+    CONVERGED_CHANGE."""
     change = None
     if objective_history and len(objective_history) >= 2:
         prev, last = float(objective_history[-2]), float(objective_history[-1])
         change = abs(last - prev) / max(abs(prev), 1e-300)
-    return {"iterations": int(iterations), "converged": int(iterations) < int(max_iter),
-            "objective_change": change}
+    converged = int(iterations) < int(max_iter) or (change is not None
+                                                    and change < CONVERGED_CHANGE)
+    return {"iterations": int(iterations), "converged": converged, "objective_change": change}
 
 
 # --------------------------------------------------------------------------- MLlib

@@ -1,0 +1,150 @@
+"""Issue 15: outputs that cannot be clobbered, fresh outputs after a code or input change,
+secrets that never reach disk, and the last bad inputs. Each test failed on the code before."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from starscale import storage
+
+
+def _write_table(spark, rows):
+    def write(staging):
+        spark.createDataFrame(rows, "id long, v string").write.parquet(staging + "/table")
+        return {"counts": {"rows": len(rows)}}
+    return write
+
+
+# --------------------------------------------------------------------------- 2: foreign folders
+def test_publish_refuses_a_folder_it_did_not_write(spark, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "reviews.tsv").write_text("precious\n")
+    with pytest.raises(ValueError, match=rf"output {raw} exists and has no starscale _MANIFEST"):
+        storage.publish(spark, str(raw), _write_table(spark, [(1, "a")]), {"stage": "predict"})
+    assert (raw / "reviews.tsv").read_text() == "precious\n"
+    assert sorted(os.listdir(tmp_path)) == ["raw"]          # no staging, no lease left behind
+    plain_file = tmp_path / "notes.txt"
+    plain_file.write_text("mine")
+    with pytest.raises(ValueError, match="has no starscale _MANIFEST"):
+        storage.publish(spark, str(plain_file), _write_table(spark, [(1, "a")]), {"stage": "x"})
+    assert plain_file.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- 1: leases
+def _lease(path, **holder):
+    with open(str(path) + storage.LEASE_SUFFIX, "w") as fh:
+        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "stage": "train-lstm",
+                   "run_id": "r-first", "started_utc": "2026-01-01T00:00:00+00:00", **holder}, fh)
+
+
+def test_second_writer_fails_at_once_naming_the_holder(spark, tmp_path):
+    out = tmp_path / "model"
+    storage.publish(spark, str(out), _write_table(spark, [(1, "a")]), {"stage": "t"})
+    _lease(out)                                   # a live holder: this very process
+    calls = []
+    with pytest.raises(storage.LeaseHeld, match=rf"train-lstm run r-first \(host "
+                       rf"{socket.gethostname()}, pid {os.getpid()}, since 2026-01-01"):
+        storage.publish(spark, str(out), lambda s: calls.append(s) or {}, {"stage": "t"})
+    assert calls == [] and not os.path.exists(str(out) + storage.STAGING_SUFFIX)
+    assert storage.read_manifest(spark, str(out))["counts"] == {"rows": 1}
+
+
+def test_the_lease_is_taken_while_writing_and_released_after(spark, tmp_path):
+    out = str(tmp_path / "o")
+    seen = []
+
+    def write(staging):
+        seen.append(json.loads(open(out + storage.LEASE_SUFFIX).read()))
+        return _write_table(spark, [(1, "a")])(staging)
+
+    storage.publish(spark, out, write, {"stage": "t"}, run_id="run-7")
+    assert (seen[0]["run_id"], seen[0]["pid"], seen[0]["stage"]) == ("run-7", os.getpid(), "t")
+    assert {"host", "started_utc"} <= set(seen[0])
+    assert not os.path.exists(out + storage.LEASE_SUFFIX)
+    with pytest.raises(RuntimeError, match="boom"):
+        storage.publish(spark, out, lambda s: (_ for _ in ()).throw(RuntimeError("boom")),
+                        {"stage": "t"})
+    assert not os.path.exists(out + storage.LEASE_SUFFIX)    # released on failure too
+
+
+def test_stale_leases_are_broken_and_foreign_ones_only_with_the_flag(spark, tmp_path,
+                                                                      monkeypatch, capsys):
+    out = tmp_path / "o"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _lease(out, pid=dead.pid, run_id="r-dead")               # a killed run on this host
+    assert storage.publish(spark, str(out), _write_table(spark, [(1, "a")]),
+                           {"stage": "t"})["complete"]
+    assert "breaking the stale lease" in capsys.readouterr().err
+    _lease(out, host="other-host.example", pid=1, run_id="r-far")   # cannot be checked here
+    with pytest.raises(storage.LeaseHeld, match=r"r-far .*other-host.*STARSCALE_BREAK_LEASE=1"):
+        storage.publish(spark, str(out), _write_table(spark, [(1, "a")]), {"stage": "t"})
+    monkeypatch.setenv(storage.BREAK_LEASE_ENV, "1")
+    assert storage.publish(spark, str(out), _write_table(spark, [(1, "a")]),
+                           {"stage": "t"})["complete"]
+    assert not os.path.exists(str(out) + storage.LEASE_SUFFIX)
+
+
+# --------------------------------------------------------------------------- 4: freshness
+def test_a_changed_raw_file_with_same_size_and_mtime_reruns(spark, tmp_path):
+    raw = tmp_path / "in.tsv"
+    raw.write_text("a\t1\n")
+    calls = []
+
+    def write(staging):
+        calls.append(1)
+        return _write_table(spark, [(1, "a")])(staging)
+
+    kw = dict(stage="ingest", output=str(tmp_path / "o"), config_hash="h", config={},
+              raw_inputs=[str(raw)], write=write)
+    storage.run_stage(spark, **kw)
+    assert storage.run_stage(spark, **kw)["skipped"] is True
+    stat = raw.stat()
+    raw.write_text("b\t2\n")                                # same size...
+    os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...same mtime (cp -p, rsync -t)
+    assert storage.run_stage(spark, **kw)["skipped"] is False
+    assert len(calls) == 2
+
+
+PROBE = textwrap.dedent('''
+    from starscale import layout
+
+    def write(staging):
+        return WRITE(staging)
+''')
+
+
+def test_a_code_change_in_what_the_stage_runs_reruns(spark, tmp_path, monkeypatch):
+    import importlib
+    import starscale
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "_fresh_probe.py").write_text(PROBE)
+    monkeypatch.setattr(starscale, "__path__", [*starscale.__path__, str(pkg)])
+    importlib.invalidate_caches()
+    probe = importlib.import_module("starscale._fresh_probe")
+    probe.WRITE = _write_table(spark, [(1, "a")])
+    try:
+        kw = dict(stage="t", output=str(tmp_path / "o"), config_hash="h", config={},
+                  write=probe.write)
+        first = storage.run_stage(spark, **kw)
+        assert first["code"]["starscale"] == starscale.__version__
+        assert storage.run_stage(spark, **kw)["skipped"] is True
+        (pkg / "_fresh_probe.py").write_text(PROBE + "\n# a fix\n")
+        assert storage.run_stage(spark, **kw)["skipped"] is False
+        # a module the stage imports counts too: layout's source is part of the hash
+        base = storage.code_fingerprint("starscale._fresh_probe")["sha256"]
+        real = importlib.util.find_spec("starscale.layout").loader
+        monkeypatch.setattr(type(real), "get_source",
+                            lambda self, name, _orig=type(real).get_source:
+                            _orig(self, name) + ("#x" if name == "starscale.layout" else ""))
+        assert storage.code_fingerprint("starscale._fresh_probe")["sha256"] != base
+    finally:
+        sys.modules.pop("starscale._fresh_probe", None)

@@ -148,3 +148,86 @@ def test_a_code_change_in_what_the_stage_runs_reruns(spark, tmp_path, monkeypatc
         assert storage.code_fingerprint("starscale._fresh_probe")["sha256"] != base
     finally:
         sys.modules.pop("starscale._fresh_probe", None)
+
+
+# --------------------------------------------------------------------------- 5: secrets, NaN
+FAKE_SECRET = "FAKE-s3cr3t-9f1c2e"
+
+
+def test_secret_keys_are_redacted_and_nan_rejected(config_factory):
+    from starscale.config import REDACTED
+    cfg = config_factory(f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}",
+                         f"spark.conf.spark.authenticate.secret={FAKE_SECRET}",
+                         f"spark.conf.spark.ssl.keyPassword={FAKE_SECRET}",
+                         f"spark.conf.spark.hadoop.fs.s3a.session.token={FAKE_SECRET}")
+    assert cfg.spark.conf["spark.hadoop.fs.s3a.secret.key"] == FAKE_SECRET   # Spark still gets it
+    conf = cfg.to_dict()["spark"]["conf"]
+    assert {k: v for k, v in conf.items() if v == REDACTED} == {
+        "spark.hadoop.fs.s3a.secret.key": REDACTED, "spark.authenticate.secret": REDACTED,
+        "spark.ssl.keyPassword": REDACTED, "spark.hadoop.fs.s3a.session.token": REDACTED}
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    for bad in ("ingest.max_rejected_share=.nan", "ingest.max_rejected_share=.inf",
+                "lstm.learning_rate=-.inf"):
+        with pytest.raises(ValueError, match=rf"{bad.split('=')[0]}: expected a finite number"):
+            config_factory(bad)
+
+
+def test_a_fake_secret_never_reaches_any_output_file(spark, tmp_path):
+    """A whole (tiny) experiment with MLflow on: no file under the output folder holds it."""
+    from starscale.stages import experiment as experiment_stage
+    from tests.helpers import make_config
+    from tests.test_experiment import TINY
+    cfg = make_config(tmp_path, *TINY, "experiment.sizes=[600]", "experiment.samplers=[none]",
+                      "tracking.enabled=true",
+                      f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}",
+                      f"spark.conf.spark.hadoop.fs.s3a.session.token={FAKE_SECRET}")
+    experiment_stage.run(spark, cfg)
+    out = tmp_path / "out"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "index.html" for p in files) and any("mlruns" in str(p) for p in files)
+    assert any(p.name == "config.json" for p in files)            # the LSTM bundle's config
+    leaked = [str(p) for p in files if FAKE_SECRET.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+# --------------------------------------------------------------------------- 8: last bad inputs
+def test_control_chars_and_a_repeated_header_get_their_own_reasons(spark, config_factory,
+                                                                    tmp_path):
+    from tests.test_ingest import HEADER, read_table, run_ingest, tsv_row
+    src = tmp_path / "joined.tsv"
+    lines = [HEADER, tsv_row("R1"), tsv_row("R2", body="nul\x00here"), HEADER,
+             tsv_row("R3", headline="bell\x07"), tsv_row("R4", body="tab\tless"), tsv_row("R5")]
+    src.write_bytes("\n".join(lines).encode() + b"\n")
+    cfg, manifest = run_ingest(spark, config_factory, [src], "ingest.max_rejected_share=1.0")
+    got = sorted((r.line_no, r.reason, r.detail) for r in read_table(spark, cfg, "quarantine")
+                 .collect())
+    assert got == [
+        (3, "control_chars", "control character (C0 or DEL) at column 59"),
+        (4, "repeated_header", "the header line again at line 4 (files joined?)"),
+        (5, "control_chars", "control character (C0 or DEL) at column 57"),
+        (6, "field_count", "16 fields (expected 15)"),
+    ]
+    assert sorted(r.review_id for r in read_table(spark, cfg, "reviews").collect()) == ["R1", "R5"]
+    assert manifest["totals"]["rejected"] == {"control_chars": 2, "field_count": 1,
+                                              "repeated_header": 1}
+
+
+def test_a_truncated_gzip_fails_in_one_line_naming_it(spark, config_factory, tmp_path):
+    import gzip
+    from starscale.stages import ingest as ingest_stage
+    from tests.test_ingest import HEADER, set_inputs, tsv_row
+    good = tmp_path / "good.tsv.gz"
+    good.write_bytes(gzip.compress((HEADER + "\n" + tsv_row("G1") + "\n").encode()))
+    body = "\n".join([HEADER] + [tsv_row(f"R{i}", body=f"text {i} " * 20) for i in range(3000)])
+    data = gzip.compress(body.encode() + b"\n")
+    cut = tmp_path / "cut.tsv.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    cfg = config_factory(set_inputs([good, cut]))
+    with pytest.raises(ValueError) as info:
+        ingest_stage.run(spark, cfg, force=True)
+    message = str(info.value)
+    assert message.startswith(f"file:{cut}: truncated or corrupt compressed file (")
+    assert message.endswith("nothing was published") and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert not os.path.exists(cfg.stage_dir("ingest"))
+    assert not os.path.exists(cfg.stage_dir("ingest") + storage.STAGING_SUFFIX)

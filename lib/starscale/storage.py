@@ -475,6 +475,9 @@ def _publish_leased(spark, final: str, write: Callable[[str], dict[str, Any]],
         "seconds": round(time.time() - started, 3),
         "complete": True,
     }
+    if isinstance(manifest.get("config"), dict):       # a second guard: to_dict redacts already
+        from starscale.config import redact_secrets
+        manifest["config"] = redact_secrets(manifest["config"])
     write_text(spark, staging + "/" + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
     _check_ours(spark, final)            # nothing foreign appeared while we wrote
     if exists(spark, final):

@@ -77,6 +77,7 @@ def rank_args(cfg: Config, encode_manifest: dict, hooks: TrainHooks) -> RankArgs
     encode_dir = storage.qualify(layout.encode_dir(cfg))
     seq_dir = data.sequences_dir(encode_dir)
     train, train_rows = _train_shards(cfg, encode_dir, encode_manifest, seq_dir)
+    data.check_even_shards(train_rows, cfg.train.workers)   # refuse before any rank starts
     val = data.list_shards(seq_dir, "validation")
     val_rows = {s: data.count_rows(f, seq_dir) for s, f in val.items() if f}
     vocab_path = layout.join(encode_dir, layout.VOCAB)

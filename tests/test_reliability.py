@@ -231,3 +231,144 @@ def test_a_truncated_gzip_fails_in_one_line_naming_it(spark, config_factory, tmp
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert not os.path.exists(cfg.stage_dir("ingest"))
     assert not os.path.exists(cfg.stage_dir("ingest") + storage.STAGING_SUFFIX)
+
+
+# --------------------------------------------------------------------------- 7: training edges
+def test_uneven_shards_are_refused_with_the_numbers():
+    from starscale.training import data
+    with pytest.raises(ValueError, match=r"3 shards do not divide evenly among 2 workers \(rows "
+                       r"per rank \[2000, 1000\]: each epoch would train 2 x 1000 of 3000 rows\)"):
+        data.check_even_shards({0: 1000, 1: 1000, 2: 1000}, 2)
+    with pytest.raises(ValueError, match=r"uneven among 2 workers \(rows per rank \[1000, 10\]"):
+        data.check_even_shards({0: 1000, 1: 10}, 2)
+    data.check_even_shards({0: 500, 1: 500, 2: 500, 3: 499}, 2)      # encode's equal shards
+    data.check_even_shards({0: 7}, 1)
+
+
+def test_best_weights_and_state_commit_together(tmp_path, monkeypatch):
+    """A kill between writing the new best weights and state.json leaves the previous state
+    with the best weights it was saved with."""
+    import io
+    import numpy as np
+    from starscale.training import checkpoints
+    monkeypatch.setattr(checkpoints, "plain_copy", lambda model, lcfg: model)
+    monkeypatch.setattr(checkpoints, "model_bytes", lambda model: b"model bytes")
+    ckpt = str(tmp_path / "ckpt")
+    storage.make_dirs(ckpt)
+    first = [np.full(3, 1.0)]
+    checkpoints.save_epoch(ckpt, 1, None, None, first, True, {"best_epoch": 1})
+    real_write = storage.write_bytes
+
+    def killed_at_state(path, data=None, write=None):
+        if path.endswith(checkpoints.STATE_FILE):
+            raise KeyboardInterrupt("killed")
+        return real_write(path, data, write)
+
+    monkeypatch.setattr(storage, "write_bytes", killed_at_state)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_epoch(ckpt, 2, None, None, [np.full(3, 2.0)], True, {"best_epoch": 2})
+    monkeypatch.setattr(storage, "write_bytes", real_write)
+    state = checkpoints.read_state(ckpt)
+    assert (state["completed_epochs"], state["best_epoch"]) == (1, 1)
+    with np.load(io.BytesIO(storage.read_bytes(f"{ckpt}/{state['best_file']}"))) as npz:
+        assert npz["w0"].tolist() == [1.0, 1.0, 1.0]
+    # the next save commits epoch 2 and its best together and drops the old best file
+    checkpoints.save_epoch(ckpt, 2, None, None, [np.full(3, 2.0)], True, {"best_epoch": 2})
+    state = checkpoints.read_state(ckpt)
+    with np.load(io.BytesIO(storage.read_bytes(f"{ckpt}/{state['best_file']}"))) as npz:
+        assert (state["best_epoch"], npz["w0"].tolist()) == (2, [2.0, 2.0, 2.0])
+    assert sorted(n for n in os.listdir(ckpt) if n.startswith("best")) == [state["best_file"]]
+
+
+def test_the_watchdog_covers_horovod_init(config_factory, tmp_path, monkeypatch):
+    """A rank stuck before fit (here: in Horovod's init) fails with the reason, bounded."""
+    import time
+    from starscale.training import rank as rank_mod
+    from starscale.training.watchdog import TrainingFailed
+
+    def hang(args):
+        while True:                      # Python-level waits: the async Stalled lands here
+            time.sleep(0.05)
+
+    monkeypatch.setattr(rank_mod, "setup_devices", hang)
+    cfg = config_factory("train.stall_timeout_s=1", "train.start_timeout_s=2")
+    args = rank_mod.RankArgs(lstm=cfg.lstm, train=cfg.train, seed=1, seq_dir=str(tmp_path),
+                             vocab_path=str(tmp_path / "v"), vocab_size=10, max_len=5,
+                             train_rows={0: 10}, val_rows={}, class_weights=[1.0] * 5,
+                             ckpt_dir=str(tmp_path / "ckpt"), fingerprint="f", hard_exit=False)
+    started = time.monotonic()
+    with pytest.raises(TrainingFailed, match=r"before Horovod init.*train.start_timeout_s=2\)"
+                       r".*last progress: horovod init"):
+        rank_mod.train_rank(args)
+    assert time.monotonic() - started < 30
+    from starscale.training import checkpoints
+    assert "horovod init" in checkpoints.read_failure(str(tmp_path / "ckpt"))["message"]
+
+
+# --------------------------------------------------------------------------- 6: models are data
+def _tamper_zip(src, dst, old: bytes, new: bytes):
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                assert old in data
+                data = data.replace(old, new, 1)
+            zout.writestr(item, data)
+
+
+def test_a_tampered_lstm_bundle_is_refused_without_importing_its_module(tmp_path, monkeypatch):
+    from starscale import lstm, model_store
+    model = lstm.build_model(20, 5, embedding_dim=4, units=4, seed=1)
+    good = tmp_path / "model.keras"
+    model.save(str(good))
+    assert model_store.load_lstm_file(str(good)).count_params() == model.count_params()
+    (tmp_path / "evil_payload.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bad = tmp_path / "bad" / "model.keras"
+    bad.parent.mkdir()
+    _tamper_zip(good, bad, b'"module": "keras.layers"', b'"module": "evil_payload"')
+    with pytest.raises(ValueError, match=r"model.keras: refusing to load a model whose config "
+                       r"names evil_payload\."):
+        model_store.load_lstm_file(str(bad))
+    with pytest.raises(ValueError, match="refusing to load"):
+        model_store.cached_lstm(str(bad))
+    assert not (tmp_path / "imported").exists()
+
+
+def test_a_tfidf_pipeline_with_a_foreign_stage_class_is_refused(spark, tmp_path):
+    from starscale import encode, model_store
+    texts = spark.createDataFrame([("a b c",), ("b c d",)], "text string")
+    fitted = encode.tfidf_pipeline(1, 8, hashed=False).fit(texts)
+    folder = str(tmp_path / "tfidf_model")
+    fitted.write().save(folder)
+    assert model_store.load_tfidf_pipeline(spark, folder).transform(texts).count() == 2
+    stage = sorted(os.listdir(os.path.join(folder, "stages")))[0]
+    meta = os.path.join(folder, "stages", stage, "metadata", "part-00000")
+    text = open(meta).read()
+    open(meta, "w").write(text.replace("org.apache.spark.ml.feature.RegexTokenizer",
+                                       "pyspark.evil.Payload"))
+    crc = os.path.join(os.path.dirname(meta), ".part-00000.crc")
+    if os.path.exists(crc):
+        os.remove(crc)                   # as a tamperer would: else Hadoop's checksum trips
+    with pytest.raises(ValueError, match=rf"stages/{stage}: refusing to load stage class "
+                       r"'pyspark.evil.Payload'"):
+        model_store.load_tfidf_pipeline(spark, folder)
+
+
+# --------------------------------------------------------------------------- 9: loopback default
+def test_local_mode_pins_horovods_driver_services_to_loopback(spark, config_factory, tmp_path,
+                                                              monkeypatch):
+    import types
+    import horovod.spark
+    from starscale import loopback
+    from starscale.training import launch
+    pinned = []
+    monkeypatch.setattr(loopback, "pin_horovod_services", pinned.append)
+    monkeypatch.setattr(horovod.spark, "run", lambda *a, **k: [{"rank": 0}])
+    assert spark.sparkContext.master.startswith("local")
+    cfg = config_factory("train.launcher=spark", "train.bind_host=null")
+    assert cfg.train.bind_host is None
+    launch.launch_spark(cfg, types.SimpleNamespace(ckpt_dir=str(tmp_path)))
+    assert pinned == ["127.0.0.1"]

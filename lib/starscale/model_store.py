@@ -29,6 +29,15 @@ MLLIB_MODEL = "model"                    # MLlib LogisticRegressionModel folder
 SKLEARN_MODEL = "sklearn_model.json"     # scikit-learn coefficients (lr.sklearn_to_dict)
 PRODUCERS = {"lr": "train-lr", "lstm": "train-lstm"}
 
+# Models are data: a model folder may come from anywhere (a manifest's encode_dir, a copied
+# bundle), and both Keras (even with safe_mode in TF 2.15) and PySpark import the module a saved
+# model's metadata names. Nothing is loaded before its metadata passes these allow-lists.
+TFIDF_STAGE_CLASSES = frozenset(f"org.apache.spark.ml.feature.{name}" for name in (
+    "RegexTokenizer", "NGram", "SQLTransformer", "HashingTF", "CountVectorizerModel",
+    "IDFModel", "Normalizer"))
+PIPELINE_CLASSES = frozenset({"org.apache.spark.ml.PipelineModel"})
+KERAS_MODULE_PREFIXES = ("keras.", "tf_keras.")     # plus "keras" itself
+
 # LSTM models loaded in this Python process (an executor's, for predict), by model file path.
 _LSTM_CACHE: dict[str, Any] = {}
 
@@ -124,17 +133,79 @@ def find_lstm_file(model_dir: str) -> str:
     return below[0]
 
 
+def check_keras_bytes(data: bytes, where: str) -> None:
+    """ValueError unless a .keras archive's config names only Keras's own classes: every
+    serialized object's module is keras(.*) and it has no custom registered name."""
+    import io
+    import zipfile
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ValueError(f"{where}: not a Keras model archive ({exc})") from None
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            module = node.get("module")
+            registered = node.get("registered_name")
+            if "class_name" in node and module is not None and not (
+                    module == "keras" or str(module).startswith(KERAS_MODULE_PREFIXES)):
+                raise ValueError(f"{where}: refusing to load a model whose config names "
+                                 f"{module}.{node.get('class_name')} (only Keras's own classes "
+                                 f"are loaded: a model file is data, not code)")
+            if registered not in (None, node.get("class_name")) and "class_name" in node:
+                raise ValueError(f"{where}: refusing to load a model with the custom object "
+                                 f"{registered!r} (only Keras's own classes are loaded)")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+
+
 def load_lstm_file(path: str):
-    """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI."""
-    from starscale import lstm
-    local = storage.local_path(path)
-    if local is not None:
-        return lstm.load_model(local, compile=False)
+    """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI; its config
+    is checked first (check_keras_bytes)."""
     from starscale.training.checkpoints import load_model_bytes
+    local = storage.local_path(path)
+    if local is not None and os.path.isdir(local):
+        from starscale.lstm import MODEL_FILE
+        path = layout.join(path, MODEL_FILE)
     data = storage.read_bytes(path)
     if data is None:
         raise ValueError(f"no saved model at {path}")
-    return load_model_bytes(data, compile=False)
+    return load_model_bytes(data, compile=False, where=path)
+
+
+def check_tfidf_pipeline(spark, folder: str) -> None:
+    """ValueError unless a saved TF-IDF PipelineModel holds only the stage classes encode
+    writes (TFIDF_STAGE_CLASSES): PySpark imports the class a stage's metadata names."""
+    def meta(path: str) -> dict:
+        try:
+            text = storage.read_text(spark, layout.join(path, "metadata", "part-00000"))
+            return json.loads(text.splitlines()[0])
+        except Exception as exc:         # noqa: BLE001 - missing, unparsable, bad checksum
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{path}: not a readable saved Spark ML model ({first[:200]})") \
+                from None
+
+    top = meta(folder)
+    if top.get("class") not in PIPELINE_CLASSES:
+        raise ValueError(f"{folder}: refusing to load {top.get('class')!r}: not a TF-IDF pipeline")
+    for stage in storage.list_dirs(spark, layout.join(folder, "stages")):
+        cls = meta(layout.join(folder, "stages", stage)).get("class")
+        if cls not in TFIDF_STAGE_CLASSES:
+            raise ValueError(f"{folder}/stages/{stage}: refusing to load stage class {cls!r}; "
+                             f"a TF-IDF pipeline holds only {sorted(TFIDF_STAGE_CLASSES)}")
+
+
+def load_tfidf_pipeline(spark, folder: str):
+    """The encode stage's fitted TF-IDF PipelineModel, after check_tfidf_pipeline."""
+    from pyspark.ml import PipelineModel
+    check_tfidf_pipeline(spark, folder)
+    return PipelineModel.load(folder)
 
 
 def cached_lstm(model_file: str):

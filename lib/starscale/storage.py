@@ -391,11 +391,13 @@ def acquire_lease(spark, output: str, stage: str, run_id: str | None = None,
               "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     fs, jpath = _fs(spark, lease_path)
     fs.mkdirs(jpath.getParent())
+    body = json.dumps(holder, sort_keys=True).encode("utf-8")
     for attempt in (0, 1):
         try:
-            out = fs.create(jpath, False)          # fails when the file exists
-        except Exception as exc:                   # py4j: FileAlreadyExistsException / IOException
-            if not fs.exists(jpath) or attempt:
+            _create_exclusive(fs, jpath, lease_path, body)
+            return holder
+        except Exception as exc:                   # FileExistsError / py4j FileAlreadyExists
+            if not fs.exists(jpath):
                 raise
             try:
                 current = json.loads(read_text(spark, lease_path))
@@ -405,7 +407,7 @@ def acquire_lease(spark, output: str, stage: str, run_id: str | None = None,
                    f"pid {current.get('pid')}, since {current.get('started_utc')})"
                    if current else "an unreadable lease")
             stale = lease_is_stale(current) if current else False
-            if stale or break_stale:
+            if (stale or break_stale) and not attempt:
                 print(f"starscale: breaking the {'stale ' if stale else ''}lease {lease_path} of "
                       f"{who}", file=sys.stderr, flush=True)
                 delete(spark, lease_path)
@@ -415,12 +417,24 @@ def acquire_lease(spark, output: str, stage: str, run_id: str | None = None,
                     "wait for it to finish")
             raise LeaseHeld(f"{final} is being written by {who}; lease {lease_path}: {hint}") \
                 from exc
-        try:
-            out.write(bytearray(json.dumps(holder, sort_keys=True).encode("utf-8")))
-        finally:
-            out.close()
-        return holder
     raise LeaseHeld(f"could not take the lease {lease_path}")
+
+
+def _create_exclusive(fs, jpath, path: str, body: bytes) -> None:
+    """Create a file that must not exist yet, atomically: O_CREAT|O_EXCL on a local disk (Hadoop's
+    local create(overwrite=false) checks, then creates), create(overwrite=false) elsewhere (one
+    NameNode operation on HDFS)."""
+    local = local_path(qualify(path))
+    if local is not None:
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        return
+    out = fs.create(jpath, False)
+    try:
+        out.write(bytearray(body))
+    finally:
+        out.close()
 
 
 def release_lease(spark, output: str, holder: dict) -> None:

@@ -372,3 +372,18 @@ def test_local_mode_pins_horovods_driver_services_to_loopback(spark, config_fact
     assert cfg.train.bind_host is None
     launch.launch_spark(cfg, types.SimpleNamespace(ckpt_dir=str(tmp_path)))
     assert pinned == ["127.0.0.1"]
+
+
+def test_predict_reads_raw_tsv_through_ingests_reader(spark, tmp_path):
+    """A BOM header is a header, not a review; a stray CR stays inside its review's body; a
+    CRLF line loses its CR: as ingest reads the same file."""
+    from starscale.stages import predict
+    from tests.test_ingest import HEADER, tsv_row
+    src = tmp_path / "raw.tsv"
+    lines = ["\ufeff" + HEADER, tsv_row("R1", body="half\rhalf", star="4"),
+             tsv_row("R2", star="2") + "\r", HEADER, "short\tline"]
+    src.write_bytes("\n".join(lines).encode() + b"\n")
+    reviews, quarantine = predict.read_tsv_reviews(spark, str(src))
+    assert sorted(tuple(r) for r in reviews.collect()) == [("R1", 4, "half\rhalf"),
+                                                           ("R2", 2, "fine")]
+    assert [(q.reason, q.raw) for q in quarantine.collect()] == [("field_count", "short\tline")]

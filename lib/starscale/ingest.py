@@ -114,6 +114,25 @@ CONTROL_CHARS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
 FIRST_LINE_BYTES = 4096       # enough for any header; bounds what the header check reads
 
 
+# --------------------------------------------------------------------------- the raw reader
+def read_raw_lines(spark, paths) -> DataFrame:
+    """Raw files (plain or compressed, by extension) → one row per line in ``value``, split on
+    LF only: a stray CR stays inside its line. The one reader of raw review files: ingest and
+    predict both read through it (with tsv_text and is_tsv_header below)."""
+    return spark.read.text(paths, lineSep="\n")
+
+
+def tsv_text(value: Column) -> Column:
+    """A raw TSV line without its single trailing CR (CRLF files)."""
+    return F.when(value.endswith("\r"), value.substr(F.lit(1), F.length(value) - 1)) \
+        .otherwise(value)
+
+
+def is_tsv_header(text: Column) -> Column:
+    """The line (tsv_text) is the 15-column header, a leading BOM tolerated."""
+    return F.regexp_replace(text, "^\ufeff", "") == TSV_HEADER
+
+
 # --------------------------------------------------------------------------- line numbers
 def tag_lines(text_lines: DataFrame) -> DataFrame:
     """spark.read.text output → value, file_path, block_start, row_id.
@@ -200,6 +219,15 @@ def _control_detail(text: Column) -> Column:
                            F.regexp_instr(text, F.lit(CONTROL_CHARS)))
 
 
+def _first_rule(rules: list[tuple[Column, str, Column]]) -> tuple[Column, Column]:
+    """(reason, detail) of the first (condition, reason, detail) rule that holds; null if none."""
+    reason = detail = None
+    for cond, name, text in rules:
+        reason = F.when(cond, F.lit(name)) if reason is None else reason.when(cond, F.lit(name))
+        detail = F.when(cond, text) if detail is None else detail.when(cond, text)
+    return reason, detail
+
+
 def _quoted(name: str, value: Column) -> Column:
     return F.format_string(f"{name} '%s'", F.substring(value, 1, 100))
 
@@ -213,10 +241,8 @@ def classify_tsv(numbered: DataFrame) -> DataFrame:
     are valid UTF-8 and the line is its raw exactly). Writers that do not select raw never
     read ``_line``, so the reviews table does not pay for it.
     """
-    value = F.col("value")
-    text = F.when(value.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)")) \
-        .otherwise(value)
-    header_text = F.regexp_replace(text, "^\ufeff", "") == TSV_HEADER
+    text = tsv_text(F.col("value"))
+    header_text = is_tsv_header(text)
     is_header = (F.col("line_no") == 1) & header_text
     parts = (numbered
              .withColumn("_fields", F.split(text, "\t", -1))
@@ -342,22 +368,15 @@ def classify_jsonl(numbered: DataFrame) -> DataFrame:
         F.coalesce(j["timestamp"], j["unixReviewTime"], j["reviewTime"]).alias("_time_text"),
         text.alias("raw"),
     )
-    ctrl_text = F.concat_ws("\t", F.col("headline"), F.col("body"))
-    reason = (F.when(F.col("_bad_bytes"), F.lit("unreadable_bytes"))
-              .when(F.col("_bad_json"), "bad_json")
-              .when(ctrl_text.rlike(CONTROL_CHARS), "control_chars")
-              .when(F.col("review_id").isNull(), "missing_review_id")
-              .when(F.col("star").isNull(), "bad_star")
-              .when(_is_blank(F.col("body")), "empty_body")
-              .when(F.col("review_date").isNull(), "bad_date"))
-    detail = (F.when(F.col("_bad_bytes"), F.lit("invalid UTF-8 bytes (shown as U+FFFD)"))
-              .when(F.col("_bad_json"), "not a JSON object")
-              .when(ctrl_text.rlike(CONTROL_CHARS), F.lit(
-                  "control character (C0 or DEL) in the headline or review text"))
-              .when(F.col("review_id").isNull(), "user id or asin missing")
-              .when(F.col("star").isNull(), _quoted("rating", F.col("_star_text")))
-              .when(_is_blank(F.col("body")), "review text is empty")
-              .when(F.col("review_date").isNull(), _quoted("time", F.col("_time_text"))))
+    ctrl = F.concat_ws("\t", F.col("headline"), F.col("body")).rlike(CONTROL_CHARS)
+    reason, detail = _first_rule([
+        (F.col("_bad_bytes"), "unreadable_bytes", F.lit("invalid UTF-8 bytes (shown as U+FFFD)")),
+        (F.col("_bad_json"), "bad_json", F.lit("not a JSON object")),
+        (ctrl, "control_chars", F.lit("control character (C0 or DEL) in the headline or text")),
+        (F.col("review_id").isNull(), "missing_review_id", F.lit("user id or asin missing")),
+        (F.col("star").isNull(), "bad_star", _quoted("rating", F.col("_star_text"))),
+        (_is_blank(F.col("body")), "empty_body", F.lit("review text is empty")),
+        (F.col("review_date").isNull(), "bad_date", _quoted("time", F.col("_time_text")))])
     return (typed.withColumn("reason", reason).withColumn("detail", detail)
             .drop("_bad_json", "_bad_bytes", "_star_text", "_time_text"))
 

@@ -31,12 +31,12 @@ PRODUCERS = {"lr": "train-lr", "lstm": "train-lstm"}
 
 # Models are data: a model folder may come from anywhere (a manifest's encode_dir, a copied
 # bundle), and both Keras (even with safe_mode in TF 2.15) and PySpark import the module a saved
-# model's metadata names. Nothing is loaded before its metadata passes these allow-lists.
+# model's metadata names. Nothing is loaded before its metadata passes an allow-list: these
+# for the TF-IDF pipeline, checkpoints.check_keras_bytes for every .keras file.
 TFIDF_STAGE_CLASSES = frozenset(f"org.apache.spark.ml.feature.{name}" for name in (
     "RegexTokenizer", "NGram", "SQLTransformer", "HashingTF", "CountVectorizerModel",
     "IDFModel", "Normalizer"))
 PIPELINE_CLASSES = frozenset({"org.apache.spark.ml.PipelineModel"})
-KERAS_MODULE_PREFIXES = ("keras.", "tf_keras.")     # plus "keras" itself
 
 # LSTM models loaded in this Python process (an executor's, for predict), by model file path.
 _LSTM_CACHE: dict[str, Any] = {}
@@ -133,41 +133,9 @@ def find_lstm_file(model_dir: str) -> str:
     return below[0]
 
 
-def check_keras_bytes(data: bytes, where: str) -> None:
-    """ValueError unless a .keras archive's config names only Keras's own classes: every
-    serialized object's module is keras(.*) and it has no custom registered name."""
-    import io
-    import zipfile
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ValueError(f"{where}: not a Keras model archive ({exc})") from None
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            module = node.get("module")
-            registered = node.get("registered_name")
-            if "class_name" in node and module is not None and not (
-                    module == "keras" or str(module).startswith(KERAS_MODULE_PREFIXES)):
-                raise ValueError(f"{where}: refusing to load a model whose config names "
-                                 f"{module}.{node.get('class_name')} (only Keras's own classes "
-                                 f"are loaded: a model file is data, not code)")
-            if registered not in (None, node.get("class_name")) and "class_name" in node:
-                raise ValueError(f"{where}: refusing to load a model with the custom object "
-                                 f"{registered!r} (only Keras's own classes are loaded)")
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
-
-
 def load_lstm_file(path: str):
     """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI; its config
-    is checked first (check_keras_bytes)."""
+    is checked first (checkpoints.check_keras_bytes)."""
     from starscale.training.checkpoints import load_model_bytes
     local = storage.local_path(path)
     if local is not None and os.path.isdir(local):

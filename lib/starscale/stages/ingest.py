@@ -125,7 +125,7 @@ def build_classified(spark, files: list[str], fmt: str):
     header (reading only line 1), then runs job 1 (per-split line counts, a tiny result)."""
     if fmt == "tsv":
         check_headers(spark, files)
-    lines = ingest.tag_lines(spark.read.text(files, lineSep="\n"))
+    lines = ingest.tag_lines(ingest.read_raw_lines(spark, files))
     order = {path: i for i, path in enumerate(files)}
     stats = []
     for row in ingest.split_stats(lines).collect():

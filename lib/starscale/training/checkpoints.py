@@ -25,6 +25,7 @@ BEST_FILE = "best.weights.npz"          # the name before issue 15; still read w
 FINAL_FILE = "final.keras"
 FAILURE_FILE = "_FAILURE.json"
 KEEP_EPOCHS = 2
+KERAS_MODULE_PREFIXES = ("keras.", "tf_keras.")     # plus "keras" itself
 
 
 def epoch_file(epoch: int) -> str:
@@ -76,11 +77,41 @@ def model_bytes(model) -> bytes:
             return fh.read()
 
 
+def check_keras_bytes(data: bytes, where: str) -> None:
+    """ValueError unless a .keras archive's config names only Keras's own classes: every
+    serialized object's module is keras(.*) and it has no custom registered name."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ValueError(f"{where}: not a Keras model archive ({exc})") from None
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            module = node.get("module")
+            registered = node.get("registered_name")
+            if "class_name" in node and module is not None and not (
+                    module == "keras" or str(module).startswith(KERAS_MODULE_PREFIXES)):
+                raise ValueError(f"{where}: refusing to load a model whose config names "
+                                 f"{module}.{node.get('class_name')} (only Keras's own classes "
+                                 f"are loaded: a model file is data, not code)")
+            if registered not in (None, node.get("class_name")) and "class_name" in node:
+                raise ValueError(f"{where}: refusing to load a model with the custom object "
+                                 f"{registered!r} (only Keras's own classes are loaded)")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+
+
 def load_model_bytes(data: bytes, compile: bool = True, where: str = "model"):
-    """A Keras model from .keras bytes, after model_store.check_keras_bytes (Keras's own
+    """A Keras model from .keras bytes, after check_keras_bytes (Keras's own
     classes only: a model file is data)."""
     from tensorflow import keras
-    from starscale.model_store import check_keras_bytes
     check_keras_bytes(data, where)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.keras")

@@ -448,10 +448,58 @@ def release_lease(spark, output: str, holder: dict) -> None:
         delete(spark, lease_path)
 
 
-def _check_ours(spark, final: str) -> None:
-    """Publish replaces only what starscale wrote: an existing folder without a manifest (or a
-    file) at the output path is someone else's data."""
-    if exists(spark, final) and read_manifest(spark, final) is None:
+# Stores whose folder rename is one atomic metadata operation; everything else (s3a, gs, abfs,
+# wasb, ...) renames by copy + delete and gets the object-store protocol below.
+ATOMIC_RENAME_SCHEMES = ("", "file", "hdfs", "viewfs")
+PUBLISHING = "_PUBLISHING.json"   # object stores: "starscale is publishing into this folder"
+
+
+def renames_atomic(path: str) -> bool:
+    return urlparse(qualify(path)).scheme in ATOMIC_RENAME_SCHEMES
+
+
+class _HadoopOps:
+    """The few filesystem operations publish needs, through Spark's Hadoop FileSystem (a test
+    passes a fake with the same methods: tests/test_reliability.py)."""
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    def exists(self, path: str) -> bool:
+        return exists(self.spark, path)
+
+    def delete(self, path: str) -> None:
+        delete(self.spark, path)
+
+    def rename(self, src: str, dst: str) -> None:
+        rename(self.spark, src, dst)
+
+    def write_text(self, path: str, text: str) -> None:
+        write_text(self.spark, path, text)
+
+    def read_text(self, path: str) -> str:
+        return read_text(self.spark, path)
+
+    def children(self, path: str) -> list[str]:
+        fs, jpath = _fs(self.spark, path)
+        if not fs.exists(jpath):
+            return []
+        return sorted(f"{qualify(path)}/{st.getPath().getName()}" for st in fs.listStatus(jpath))
+
+
+def _manifest_of(ops, final: str) -> dict | None:
+    try:
+        return json.loads(ops.read_text(final + "/" + MANIFEST))
+    except FileNotFoundError:
+        return None
+
+
+def _check_ours(ops, final: str) -> None:
+    """Publish replaces only what starscale wrote: an existing folder (or file) at the output
+    path without a manifest is someone else's data, unless it is a publish of ours that a kill
+    interrupted on an object store (its _PUBLISHING.json marker)."""
+    if (ops.exists(final) and _manifest_of(ops, final) is None
+            and not ops.exists(final + "/" + PUBLISHING)):
         raise ValueError(f"output {final} exists and has no starscale {MANIFEST}: refusing to "
                          f"replace data starscale did not write (choose another output path, "
                          f"or remove it yourself)")
@@ -459,26 +507,30 @@ def _check_ours(spark, final: str) -> None:
 
 def publish(spark, output: str, write: Callable[[str], dict[str, Any]],
             manifest_base: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-    """Run write(staging_dir) → stage counts, then publish staging_dir as output atomically.
+    """Run write(staging_dir) → stage counts, then publish staging_dir as output.
 
-    Holds the output's lease (acquire_lease) from start to end. The manifest (manifest_base +
-    what write returned + timing) is written into the staging folder last, so a published folder
-    always carries a complete manifest. An existing output without a manifest is never replaced.
+    Holds the output's lease (acquire_lease) from start to end. An existing output without a
+    manifest is never replaced. Local disks and HDFS: the manifest goes into the staging folder
+    last, then two renames swap it in (atomic; a kill between them is finished by _recover).
+    Object stores: publish_object_store (a reader sees the old complete version, then no
+    version, then the new complete one; never a partial one).
     """
     final = qualify(output)
     lease = acquire_lease(spark, final, str(manifest_base.get("stage")), run_id)
     try:
-        return _publish_leased(spark, final, write, manifest_base)
+        if renames_atomic(final):
+            _recover(spark, final)
+        return publish_with(_HadoopOps(spark), final, write, manifest_base, renames_atomic(final))
     finally:
         release_lease(spark, final, lease)
 
 
-def _publish_leased(spark, final: str, write: Callable[[str], dict[str, Any]],
-                    manifest_base: dict[str, Any]) -> dict[str, Any]:
+def publish_with(ops, final: str, write: Callable[[str], dict[str, Any]],
+                 manifest_base: dict[str, Any], atomic_rename: bool) -> dict[str, Any]:
+    """publish's steps on a filesystem `ops` (_HadoopOps or a test's fake)."""
     staging = final + STAGING_SUFFIX
-    _recover(spark, final)
-    _check_ours(spark, final)
-    delete(spark, staging)               # leftovers of a killed run (we hold the lease)
+    _check_ours(ops, final)
+    ops.delete(staging)                  # leftovers of a killed run (we hold the lease)
     started = time.time()
     produced = write(staging)
     manifest = {
@@ -492,13 +544,36 @@ def _publish_leased(spark, final: str, write: Callable[[str], dict[str, Any]],
     if isinstance(manifest.get("config"), dict):       # a second guard: to_dict redacts already
         from starscale.config import redact_secrets
         manifest["config"] = redact_secrets(manifest["config"])
-    write_text(spark, staging + "/" + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    _check_ours(spark, final)            # nothing foreign appeared while we wrote
-    if exists(spark, final):
-        rename(spark, final, final + OLD_SUFFIX)
-    rename(spark, staging, final)
-    delete(spark, final + OLD_SUFFIX)
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    _check_ours(ops, final)              # nothing foreign appeared while we wrote
+    if atomic_rename:
+        ops.write_text(staging + "/" + MANIFEST, text)
+        if ops.exists(final):
+            ops.rename(final, final + OLD_SUFFIX)
+        ops.rename(staging, final)
+        ops.delete(final + OLD_SUFFIX)
+    else:
+        publish_object_store(ops, final, staging, text)
     return manifest
+
+
+def publish_object_store(ops, final: str, staging: str, manifest_text: str) -> None:
+    """Object stores (a rename is copy + delete, only a single-object write is atomic): mark the
+    folder as ours, withdraw the old manifest (readers now refuse the folder), replace the data
+    object by object, and write the new manifest last, in one PUT. A kill at any step leaves the
+    old complete version or a folder readers refuse (no manifest) that the next publish, seeing
+    the marker, replaces: never a partial version read as complete."""
+    marker = final + "/" + PUBLISHING
+    ops.write_text(marker, json.dumps({"publishing": True}))
+    ops.delete(final + "/" + MANIFEST)
+    for child in ops.children(final):
+        if child != marker:
+            ops.delete(child)
+    for child in ops.children(staging):
+        ops.rename(child, final + "/" + child.rsplit("/", 1)[1])
+    ops.write_text(final + "/" + MANIFEST, manifest_text)
+    ops.delete(marker)
+    ops.delete(staging)
 
 
 def run_stage(spark, *, stage: str, output: str, config_hash: str, config: dict,

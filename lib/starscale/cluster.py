@@ -6,12 +6,12 @@ cluster-down). One master and `cluster.workers` workers, each a JVM started with
 only the processes whose pids `up` recorded, and only if they are still the JVMs it started.
 
 Authentication: `up` writes a new random secret for this cluster into
-``<run_dir>/spark-auth.conf`` (mode 0600, `spark.authenticate true` + the secret), and master
-and workers read it with ``--properties-file`` (the secret is never in a command line, which
-any local user can read in `ps`). Jobs submit with the same file:
-``spark-submit --properties-file <run_dir>/spark-auth.conf ...`` (or, for ``python -m
-starscale``, ``PYSPARK_SUBMIT_ARGS="--properties-file <file> pyspark-shell"``); a job without it
-is refused by the master. `down` deletes the file.
+``<run_dir>/conf/spark-defaults.conf`` (folder 0700, file 0600: `spark.authenticate true` + the
+secret), and master and workers read it with ``--properties-file`` (the secret is never in a
+command line, which any local user can read in `ps`). Jobs use the same file: with
+``SPARK_CONF_DIR=<run_dir>/conf`` spark-submit (and pyspark) read it as their defaults, e.g.
+``SPARK_CONF_DIR=out/cluster/conf make full-data-train SPARK_MASTER=spark://127.0.0.1:7077 ...``,
+or pass ``--properties-file <file>``; a job without it is refused. `down` deletes it.
 """
 from __future__ import annotations
 
@@ -50,18 +50,20 @@ def _env(cfg: ClusterConfig, run_dir: Path) -> dict[str, str]:
     return env
 
 
-AUTH_FILE = "spark-auth.conf"
+AUTH_FILE = "spark-defaults.conf"      # in <run_dir>/conf: SPARK_CONF_DIR for the jobs
 
 
 def auth_file(run_dir: str | Path) -> Path:
     """The cluster's Spark properties file holding its authentication secret."""
-    return Path(run_dir).resolve() / AUTH_FILE
+    return Path(run_dir).resolve() / "conf" / AUTH_FILE
 
 
 def write_auth_file(run_dir: Path) -> Path:
-    """A fresh secret for this cluster in a 0600 properties file (created 0600: never readable
-    by others, not even for an instant)."""
+    """A fresh secret for this cluster in a 0600 properties file in a 0700 folder (created with
+    those modes: never readable by others, not even for an instant)."""
     path = auth_file(run_dir)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path.parent, 0o700)
     if path.exists():
         path.unlink()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args.conf, args.overrides).cluster
         if args.action == "up":
             print(f"cluster up: {up(cfg)} (logs and pids under {Path(cfg.run_dir).resolve()}); "
-                  f"authentication on: submit with --properties-file {auth_file(cfg.run_dir)}")
+                  f"authentication on: submit with SPARK_CONF_DIR={auth_file(cfg.run_dir).parent}")
             return
     except (ValueError, RuntimeError) as exc:
         print(f"starscale cluster {args.action}: {exc}", file=sys.stderr)

@@ -461,3 +461,32 @@ def test_cluster_up_authenticates_with_a_0600_secret_never_in_argv(tmp_path, mon
     assert not auth.exists()
     cluster.up(cfg)
     assert cluster.auth_file(tmp_path).read_text().splitlines()[1].split(" ", 1)[1] != first
+
+
+AUTH_PROBE = '''
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.appName("auth-probe").config("spark.driver.host", "127.0.0.1")
+         .config("spark.driver.bindAddress", "127.0.0.1").config("spark.ui.enabled", "false")
+         .config("spark.executor.memory", "512m").getOrCreate())
+print("SUM", spark.sparkContext.parallelize(range(10), 2).sum())
+spark.stop()
+'''
+
+
+@pytest.mark.slow
+def test_the_cluster_refuses_a_job_without_its_secret(standalone, tmp_path):
+    """With SPARK_CONF_DIR (the cluster's secret as spark-defaults) a job runs; without, the
+    master refuses it (SASL authentication)."""
+    from starscale import cluster
+    cfg, url = standalone
+    probe = tmp_path / "probe.py"
+    probe.write_text(AUTH_PROBE)
+    submit_cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", url, str(probe)]
+    env = submit_env(SPARK_LOCAL_IP=cfg.host, PYSPARK_PYTHON=sys.executable)
+    ok = subprocess.run(submit_cmd, env={**env, "SPARK_CONF_DIR": str(
+        cluster.auth_file(cfg.run_dir).parent)}, capture_output=True, text=True, timeout=300)
+    assert "SUM 45" in ok.stdout, ok.stderr[-3000:]
+    env.pop("SPARK_CONF_DIR", None)
+    refused = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "SUM" not in refused.stdout
+    assert "SASL" in refused.stderr, refused.stderr[-3000:]

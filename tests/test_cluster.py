@@ -108,6 +108,9 @@ def submit(cluster_cfg, url: str, code_zip: Path, tmp: Path, stages: list[str], 
     """spark-submit the DRIVER with conf/standalone.yaml against the test cluster."""
     args = _driver_command(url, code_zip, tmp, stages, REPO / "conf" / "standalone.yaml", sets,
                            driver_memory="1g")
+    from starscale import cluster
+    # The cluster authenticates (spark.authenticate): the job reads the secret from its file.
+    args[1:1] = ["--properties-file", str(cluster.auth_file(cluster_cfg.run_dir))]
     env = submit_env(SPARK_LOCAL_IP=cluster_cfg.host, **(extra_env or {}))
     env.pop("PYSPARK_PYTHON", None)        # the executors' Python comes from spark.python
     log = open(tmp / f"submit-{'_'.join(stages)}-{time.time():.0f}.log", "w+")
@@ -428,3 +431,63 @@ def test_pin_horovod_services_binds_only_that_address():
     finally:
         for module, original in saved:
             module.find_port = original
+
+
+def test_cluster_up_authenticates_with_a_0600_secret_never_in_argv(tmp_path, monkeypatch):
+    """up() writes a fresh per-cluster secret (0600) and hands it to the master and the workers
+    as a properties file; down() removes it. (The slow tests above submit with it.)"""
+    import stat
+    from starscale import cluster
+    from starscale.config import load_config
+    started = []
+    monkeypatch.setattr(cluster, "_start", lambda name, args, run_dir, env:
+                        started.append((name, args, env)) or 0)
+    monkeypatch.setattr(cluster, "_wait_for", lambda *a, **k: None)
+    monkeypatch.setattr(cluster, "_wait_registered", lambda *a, **k: None)
+    monkeypatch.setattr(cluster, "_port_open", lambda host, port: False)
+    cfg = load_config(None, [f"cluster.run_dir={tmp_path}", "cluster.workers=2"]).cluster
+    cluster.up(cfg)
+    auth = cluster.auth_file(tmp_path)
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+    lines = auth.read_text().splitlines()
+    assert lines[0] == "spark.authenticate true" and lines[1].startswith("spark.authenticate.secret ")
+    secret_value = lines[1].split(" ", 1)[1]
+    assert len(secret_value) == 64
+    assert [name for name, _, _ in started] == ["master", "worker-0", "worker-1"]
+    for _, args, env in started:
+        assert args[-2:] == ["--properties-file", str(auth)]
+        assert secret_value not in " ".join(args) and secret_value not in " ".join(env.values())
+    first = secret_value
+    cluster.down(str(tmp_path))
+    assert not auth.exists()
+    cluster.up(cfg)
+    assert cluster.auth_file(tmp_path).read_text().splitlines()[1].split(" ", 1)[1] != first
+
+
+AUTH_PROBE = '''
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.appName("auth-probe").config("spark.driver.host", "127.0.0.1")
+         .config("spark.driver.bindAddress", "127.0.0.1").config("spark.ui.enabled", "false")
+         .config("spark.executor.memory", "512m").getOrCreate())
+print("SUM", spark.sparkContext.parallelize(range(10), 2).sum())
+spark.stop()
+'''
+
+
+@pytest.mark.slow
+def test_the_cluster_refuses_a_job_without_its_secret(standalone, tmp_path):
+    """With SPARK_CONF_DIR (the cluster's secret as spark-defaults) a job runs; without, the
+    master refuses it (SASL authentication)."""
+    from starscale import cluster
+    cfg, url = standalone
+    probe = tmp_path / "probe.py"
+    probe.write_text(AUTH_PROBE)
+    submit_cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", url, str(probe)]
+    env = submit_env(SPARK_LOCAL_IP=cfg.host, PYSPARK_PYTHON=sys.executable)
+    ok = subprocess.run(submit_cmd, env={**env, "SPARK_CONF_DIR": str(
+        cluster.auth_file(cfg.run_dir).parent)}, capture_output=True, text=True, timeout=300)
+    assert "SUM 45" in ok.stdout, ok.stderr[-3000:]
+    env.pop("SPARK_CONF_DIR", None)
+    refused = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "SUM" not in refused.stdout
+    assert "SASL" in refused.stderr, refused.stderr[-3000:]

@@ -4,11 +4,20 @@
 cluster-down). One master and `cluster.workers` workers, each a JVM started with pyspark's
 `bin/spark-class`, bound to 127.0.0.1, logs and pid files under `cluster.run_dir`. `down` stops
 only the processes whose pids `up` recorded, and only if they are still the JVMs it started.
+
+Authentication: `up` writes a new random secret for this cluster into
+``<run_dir>/conf/spark-defaults.conf`` (folder 0700, file 0600: `spark.authenticate true` + the
+secret), and master and workers read it with ``--properties-file`` (the secret is never in a
+command line, which any local user can read in `ps`). Jobs use the same file: with
+``SPARK_CONF_DIR=<run_dir>/conf`` spark-submit (and pyspark) read it as their defaults, e.g.
+``SPARK_CONF_DIR=out/cluster/conf make full-data-train SPARK_MASTER=spark://127.0.0.1:7077 ...``,
+or pass ``--properties-file <file>``; a job without it is refused. `down` deletes it.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +48,29 @@ def _env(cfg: ClusterConfig, run_dir: Path) -> dict[str, str]:
         "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
     })
     return env
+
+
+AUTH_FILE = "spark-defaults.conf"      # in <run_dir>/conf: SPARK_CONF_DIR for the jobs
+
+
+def auth_file(run_dir: str | Path) -> Path:
+    """The cluster's Spark properties file holding its authentication secret."""
+    return Path(run_dir).resolve() / "conf" / AUTH_FILE
+
+
+def write_auth_file(run_dir: Path) -> Path:
+    """A fresh secret for this cluster in a 0600 properties file in a 0700 folder (created with
+    those modes: never readable by others, not even for an instant)."""
+    path = auth_file(run_dir)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("spark.authenticate true\n"
+                 f"spark.authenticate.secret {secrets.token_hex(32)}\n")
+    return path
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -77,8 +109,10 @@ def up(cfg: ClusterConfig) -> str:
         raise RuntimeError(f"port {cfg.host}:{cfg.master_port} is taken by another process "
                            f"(set cluster.master_port)")
     env = _env(cfg, run_dir)
+    auth = write_auth_file(run_dir)
     _start("master", ["org.apache.spark.deploy.master.Master", "--host", cfg.host,
-                      "--port", str(cfg.master_port), "--webui-port", str(cfg.master_webui_port)],
+                      "--port", str(cfg.master_port), "--webui-port", str(cfg.master_webui_port),
+                      "--properties-file", str(auth)],
            run_dir, env)
     _wait_for(lambda: _port_open(cfg.host, cfg.master_port), cfg.start_timeout_s, "master",
               run_dir / "logs" / "master.log")
@@ -94,7 +128,8 @@ def _start_worker(cfg: ClusterConfig, index: int, run_dir: Path, env: dict[str, 
                                       "--host", cfg.host, "--cores", str(cfg.worker_cores),
                                       "--memory", cfg.worker_memory,
                                       "--webui-port", str(worker_webui_port(cfg, index)),
-                                      "--work-dir", str(run_dir / "work" / f"worker-{index}")],
+                                      "--work-dir", str(run_dir / "work" / f"worker-{index}"),
+                                      "--properties-file", str(auth_file(run_dir))],
                   run_dir, env)
 
 
@@ -191,6 +226,8 @@ def down(run_dir_str: str, timeout_s: int = 20) -> list[str]:
             os.kill(pid, signal.SIGKILL)
     for pid_file in (run_dir / "pids").glob("*.pid") if (run_dir / "pids").exists() else []:
         pid_file.unlink()
+    if auth_file(run_dir).exists():
+        auth_file(run_dir).unlink()          # the next cluster gets a new secret
     return sorted(running)
 
 
@@ -203,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load_config(args.conf, args.overrides).cluster
         if args.action == "up":
-            print(f"cluster up: {up(cfg)} (logs and pids under {Path(cfg.run_dir).resolve()})")
+            print(f"cluster up: {up(cfg)} (logs and pids under {Path(cfg.run_dir).resolve()}); "
+                  f"authentication on: submit with SPARK_CONF_DIR={auth_file(cfg.run_dir).parent}")
             return
     except (ValueError, RuntimeError) as exc:
         print(f"starscale cluster {args.action}: {exc}", file=sys.stderr)

@@ -353,7 +353,9 @@ class Config:
         return layout.sample_dir(self)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as plain data, secrets redacted (redact_secrets): this is what manifests,
+        model bundles, the report and MLflow write. Code that needs a secret reads the field."""
+        return redact_secrets(dataclasses.asdict(self))
 
     def section_hash(self, *names: str) -> str:
         """Stable hash of the named sections: what a stage's output depends on."""
@@ -364,6 +366,31 @@ class Config:
     def stage_dir(self, stage: str) -> str:
         """Where a stage publishes: <run.output_dir>/<stage> (starscale.layout names the rest)."""
         return layout.stage_dir(self.run.output_dir, stage)
+
+
+# --------------------------------------------------------------------------- secrets
+REDACTED = "***redacted***"
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "credential")
+
+
+def is_secret_key(name: str) -> bool:
+    """A key whose name says it holds a secret: any part (split at . _ - and camelCase) that
+    contains secret / password / passwd / token / credential, or is or ends in 'key' / 'keyfile'
+    (fs.s3a.access.key, fs.azure.account.key.<acct>, spark.ssl.keyPassword, *.apiKey)."""
+    import re
+    parts = [p.lower() for p in re.split(r"[._\-]|(?<=[a-z0-9])(?=[A-Z])", str(name)) if p]
+    return any(any(w in p for w in _SECRET_WORDS) or p.endswith(("key", "keyfile"))
+               for p in parts)
+
+
+def redact_secrets(data: Any) -> Any:
+    """A copy of data (dicts, lists, scalars) with the value of every secret key replaced."""
+    if isinstance(data, dict):
+        return {k: (REDACTED if is_secret_key(k) and data[k] not in (None, "") else
+                    redact_secrets(v)) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_secrets(v) for v in data]
+    return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -509,6 +536,8 @@ def _check(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):    # NaN passes every range
+            raise ValueError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):

@@ -23,7 +23,11 @@ Rules (each line gets exactly one outcome; the first rule that applies wins):
 
 - ``header``: TSV line 1 equal to the 15-column header (a leading BOM and a trailing CR are
   tolerated). Counted, never written. The stage checks every file's line 1 before any Spark job.
+- ``repeated_header``: TSV line after line 1 equal to the header (files joined with ``cat``).
 - ``unreadable_bytes``: the line is not valid UTF-8 (the quarantined raw shows U+FFFD).
+- ``control_chars``: the line (TSV) or the review text or headline (JSON, after unescaping)
+  holds a C0 control character other than tab, LF and CR, or DEL: NUL bytes and the like are
+  quarantined, not stripped, so no accepted text differs from its source.
 - ``field_count`` (TSV): splitting on every tab (no quoting: a body may start with ``"``) does not
   give exactly 15 fields. A stray tab gives 16; a body broken by a newline gives two short lines.
   A single trailing CR (CRLF files) is removed before splitting.
@@ -104,7 +108,29 @@ JSON_FIELDS = ("overall", "rating", "reviewText", "text", "summary", "title", "r
 JSON_SCHEMA = T.StructType([T.StructField(n, T.StringType()) for n in JSON_FIELDS]
                            + [T.StructField("_corrupt_record", T.StringType())])
 
+# C0 controls except tab, LF, CR; and DEL (Java regex).
+CONTROL_CHARS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
+
 FIRST_LINE_BYTES = 4096       # enough for any header; bounds what the header check reads
+
+
+# --------------------------------------------------------------------------- the raw reader
+def read_raw_lines(spark, paths) -> DataFrame:
+    """Raw files (plain or compressed, by extension) → one row per line in ``value``, split on
+    LF only: a stray CR stays inside its line. The one reader of raw review files: ingest and
+    predict both read through it (with tsv_text and is_tsv_header below)."""
+    return spark.read.text(paths, lineSep="\n")
+
+
+def tsv_text(value: Column) -> Column:
+    """A raw TSV line without its single trailing CR (CRLF files)."""
+    return F.when(value.endswith("\r"), value.substr(F.lit(1), F.length(value) - 1)) \
+        .otherwise(value)
+
+
+def is_tsv_header(text: Column) -> Column:
+    """The line (tsv_text) is the 15-column header, a leading BOM tolerated."""
+    return F.regexp_replace(text, "^\ufeff", "") == TSV_HEADER
 
 
 # --------------------------------------------------------------------------- line numbers
@@ -188,6 +214,20 @@ def _is_blank(text: Column) -> Column:
     return text.isNull() | text.rlike(r"^\s*$")
 
 
+def _control_detail(text: Column) -> Column:
+    return F.format_string("control character (C0 or DEL) at column %d",
+                           F.regexp_instr(text, F.lit(CONTROL_CHARS)))
+
+
+def _first_rule(rules: list[tuple[Column, str, Column]]) -> tuple[Column, Column]:
+    """(reason, detail) of the first (condition, reason, detail) rule that holds; null if none."""
+    reason = detail = None
+    for cond, name, text in rules:
+        reason = F.when(cond, F.lit(name)) if reason is None else reason.when(cond, F.lit(name))
+        detail = F.when(cond, text) if detail is None else detail.when(cond, text)
+    return reason, detail
+
+
 def _quoted(name: str, value: Column) -> Column:
     return F.format_string(f"{name} '%s'", F.substring(value, 1, 100))
 
@@ -201,33 +241,39 @@ def classify_tsv(numbered: DataFrame) -> DataFrame:
     are valid UTF-8 and the line is its raw exactly). Writers that do not select raw never
     read ``_line``, so the reviews table does not pay for it.
     """
-    value = F.col("value")
-    text = F.when(value.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)")) \
-        .otherwise(value)
-    is_header = (F.col("line_no") == 1) & (F.regexp_replace(text, "^\ufeff", "") == TSV_HEADER)
+    text = tsv_text(F.col("value"))
+    header_text = is_tsv_header(text)
+    is_header = (F.col("line_no") == 1) & header_text
     parts = (numbered
              .withColumn("_fields", F.split(text, "\t", -1))
              .withColumn("_n", F.size("_fields"))
              .withColumn("_header", is_header)
+             .withColumn("_repeated_header", (F.col("line_no") > 1) & header_text)
+             .withColumn("_ctrl", text.rlike(CONTROL_CHARS))
              .withColumn("_bad_bytes", _unreadable(F.col("value"))))
     field = {name: F.when(F.col("_n") == 15, F.col("_fields").getItem(i))
              for i, name in enumerate(TSV_COLUMNS)}
     review_id = F.when(F.col("_n") >= 3, F.col("_fields").getItem(2))
     typed = parts.select(
         "source_file", "file_order", "line_no", "value", "_n", "_header", "_bad_bytes",
-        review_id.alias("review_id"),
+        "_repeated_header", "_ctrl", review_id.alias("review_id"),
         *[field[c].alias(c) for c in TSV_COLUMNS if c != "review_id"],
     ).withColumn("_star", _star(F.col("star_rating"))).withColumn(
         "_date", _iso_date(F.col("review_date")))
     reason = (F.when(F.col("_header"), F.lit(HEADER))
+              .when(F.col("_repeated_header"), "repeated_header")
               .when(F.col("_bad_bytes"), "unreadable_bytes")
+              .when(F.col("_ctrl"), "control_chars")
               .when(F.col("_n") != 15, "field_count")
               .when(F.col("review_id") == "", "missing_review_id")
               .when(F.col("_star").isNull(), "bad_star")
               .when(_is_blank(F.col("review_body")), "empty_body")
               .when(F.col("_date").isNull(), "bad_date"))
     detail = (F.when(F.col("_header"), F.lit(None))
+              .when(F.col("_repeated_header"), F.format_string(
+                  "the header line again at line %d (files joined?)", F.col("line_no")))
               .when(F.col("_bad_bytes"), "invalid UTF-8 bytes (shown as U+FFFD)")
+              .when(F.col("_ctrl"), _control_detail(text))
               .when(F.col("_n") != 15, F.format_string("%d fields (expected 15)", F.col("_n")))
               .when(F.col("review_id") == "", "review_id is empty")
               .when(F.col("_star").isNull(), _quoted("star_rating", F.col("star_rating")))
@@ -322,18 +368,15 @@ def classify_jsonl(numbered: DataFrame) -> DataFrame:
         F.coalesce(j["timestamp"], j["unixReviewTime"], j["reviewTime"]).alias("_time_text"),
         text.alias("raw"),
     )
-    reason = (F.when(F.col("_bad_bytes"), F.lit("unreadable_bytes"))
-              .when(F.col("_bad_json"), "bad_json")
-              .when(F.col("review_id").isNull(), "missing_review_id")
-              .when(F.col("star").isNull(), "bad_star")
-              .when(_is_blank(F.col("body")), "empty_body")
-              .when(F.col("review_date").isNull(), "bad_date"))
-    detail = (F.when(F.col("_bad_bytes"), F.lit("invalid UTF-8 bytes (shown as U+FFFD)"))
-              .when(F.col("_bad_json"), "not a JSON object")
-              .when(F.col("review_id").isNull(), "user id or asin missing")
-              .when(F.col("star").isNull(), _quoted("rating", F.col("_star_text")))
-              .when(_is_blank(F.col("body")), "review text is empty")
-              .when(F.col("review_date").isNull(), _quoted("time", F.col("_time_text"))))
+    ctrl = F.concat_ws("\t", F.col("headline"), F.col("body")).rlike(CONTROL_CHARS)
+    reason, detail = _first_rule([
+        (F.col("_bad_bytes"), "unreadable_bytes", F.lit("invalid UTF-8 bytes (shown as U+FFFD)")),
+        (F.col("_bad_json"), "bad_json", F.lit("not a JSON object")),
+        (ctrl, "control_chars", F.lit("control character (C0 or DEL) in the headline or text")),
+        (F.col("review_id").isNull(), "missing_review_id", F.lit("user id or asin missing")),
+        (F.col("star").isNull(), "bad_star", _quoted("rating", F.col("_star_text"))),
+        (_is_blank(F.col("body")), "empty_body", F.lit("review text is empty")),
+        (F.col("review_date").isNull(), "bad_date", _quoted("time", F.col("_time_text")))])
     return (typed.withColumn("reason", reason).withColumn("detail", detail)
             .drop("_bad_json", "_bad_bytes", "_star_text", "_time_text"))
 

@@ -29,6 +29,15 @@ MLLIB_MODEL = "model"                    # MLlib LogisticRegressionModel folder
 SKLEARN_MODEL = "sklearn_model.json"     # scikit-learn coefficients (lr.sklearn_to_dict)
 PRODUCERS = {"lr": "train-lr", "lstm": "train-lstm"}
 
+# Models are data: a model folder may come from anywhere (a manifest's encode_dir, a copied
+# bundle), and both Keras (even with safe_mode in TF 2.15) and PySpark import the module a saved
+# model's metadata names. Nothing is loaded before its metadata passes an allow-list: these
+# for the TF-IDF pipeline, checkpoints.check_keras_bytes for every .keras file.
+TFIDF_STAGE_CLASSES = frozenset(f"org.apache.spark.ml.feature.{name}" for name in (
+    "RegexTokenizer", "NGram", "SQLTransformer", "HashingTF", "CountVectorizerModel",
+    "IDFModel", "Normalizer"))
+PIPELINE_CLASSES = frozenset({"org.apache.spark.ml.PipelineModel"})
+
 # LSTM models loaded in this Python process (an executor's, for predict), by model file path.
 _LSTM_CACHE: dict[str, Any] = {}
 
@@ -125,16 +134,46 @@ def find_lstm_file(model_dir: str) -> str:
 
 
 def load_lstm_file(path: str):
-    """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI."""
-    from starscale import lstm
-    local = storage.local_path(path)
-    if local is not None:
-        return lstm.load_model(local, compile=False)
+    """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI; its config
+    is checked first (checkpoints.check_keras_bytes)."""
     from starscale.training.checkpoints import load_model_bytes
+    local = storage.local_path(path)
+    if local is not None and os.path.isdir(local):
+        from starscale.lstm import MODEL_FILE
+        path = layout.join(path, MODEL_FILE)
     data = storage.read_bytes(path)
     if data is None:
         raise ValueError(f"no saved model at {path}")
-    return load_model_bytes(data, compile=False)
+    return load_model_bytes(data, compile=False, where=path)
+
+
+def check_tfidf_pipeline(spark, folder: str) -> None:
+    """ValueError unless a saved TF-IDF PipelineModel holds only the stage classes encode
+    writes (TFIDF_STAGE_CLASSES): PySpark imports the class a stage's metadata names."""
+    def meta(path: str) -> dict:
+        try:
+            text = storage.read_text(spark, layout.join(path, "metadata", "part-00000"))
+            return json.loads(text.splitlines()[0])
+        except Exception as exc:         # noqa: BLE001 - missing, unparsable, bad checksum
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{path}: not a readable saved Spark ML model ({first[:200]})") \
+                from None
+
+    top = meta(folder)
+    if top.get("class") not in PIPELINE_CLASSES:
+        raise ValueError(f"{folder}: refusing to load {top.get('class')!r}: not a TF-IDF pipeline")
+    for stage in storage.list_dirs(spark, layout.join(folder, "stages")):
+        cls = meta(layout.join(folder, "stages", stage)).get("class")
+        if cls not in TFIDF_STAGE_CLASSES:
+            raise ValueError(f"{folder}/stages/{stage}: refusing to load stage class {cls!r}; "
+                             f"a TF-IDF pipeline holds only {sorted(TFIDF_STAGE_CLASSES)}")
+
+
+def load_tfidf_pipeline(spark, folder: str):
+    """The encode stage's fitted TF-IDF PipelineModel, after check_tfidf_pipeline."""
+    from pyspark.ml import PipelineModel
+    check_tfidf_pipeline(spark, folder)
+    return PipelineModel.load(folder)
 
 
 def cached_lstm(model_file: str):

@@ -26,6 +26,8 @@ from urllib.parse import urlparse
 MANIFEST = "_MANIFEST.json"
 STAGING_SUFFIX = "._staging"
 OLD_SUFFIX = "._old"
+LEASE_SUFFIX = "._lease"
+BREAK_LEASE_ENV = "STARSCALE_BREAK_LEASE"     # "1": break a lease reported stale (see acquire_lease)
 
 
 def qualify(path: str) -> str:
@@ -261,15 +263,81 @@ def fingerprint(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
 
 
+RAW_EDGE_BYTES = 1 << 20      # raw inputs: size + mtime + sha256 of the first and last MiB
+
+
+def _edge_hash(fs, jpath, size: int, jvm) -> str:
+    """sha256 of a file's first and last RAW_EDGE_BYTES (the whole file when it is smaller)."""
+    digest = hashlib.sha256()
+    spans = [(0, min(size, RAW_EDGE_BYTES))]
+    if size > RAW_EDGE_BYTES:
+        start = max(RAW_EDGE_BYTES, size - RAW_EDGE_BYTES)
+        spans.append((start, size - start))
+    stream = fs.open(jpath)
+    try:
+        for offset, length in spans:
+            stream.seek(offset)
+            # py4j cannot fill a Python buffer: commons-io (on Spark's classpath) returns a byte[]
+            digest.update(bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream, length)))
+    finally:
+        stream.close()
+    return digest.hexdigest()[:16]
+
+
 def raw_fingerprints(spark, patterns: list[str]) -> list[dict]:
-    """Identity of raw input files: path, size and modification time of each."""
+    """Identity of raw input files by content: path, size, modification time and a sha256 of
+    the first and last MiB of each (RAW_EDGE_BYTES; whole file below 1 MiB), so a file replaced
+    with one of the same size and mtime (cp -p, rsync -t) is still seen as changed when its
+    edges differ. A change confined to the middle of a file over 2 MiB that keeps size and
+    mtime is not detected: use --force for that."""
     out = []
     for pattern in patterns:
         files = list_files(spark, pattern)
         if not files:
             raise ValueError(f"input not found or empty: {pattern}")
-        out.extend({"path": p, "size": s, "mtime_ms": m} for p, s, m in files)
+        for p, size, mtime in files:
+            fs, jpath = _fs(spark, p)
+            out.append({"path": p, "size": size, "mtime_ms": mtime,
+                        "edges_sha256": _edge_hash(fs, jpath, size, spark._jvm)})
     return out
+
+
+def code_fingerprint(module: str) -> dict[str, str]:
+    """The starscale version and a sha256 of the source of `module` and every starscale module
+    it imports, transitively (read through the import system, so it works from the --py-files
+    zip too): a code change in what a stage runs makes its output stale."""
+    import ast
+    import importlib.util
+    from starscale import __version__
+    seen: set[str] = set()
+    todo = [module]
+    sources: dict[str, str] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen or not (name == "starscale" or name.startswith("starscale.")):
+            continue
+        seen.add(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, AttributeError, ValueError):   # a name imported from a module
+            continue
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "get_source"):
+            continue
+        source = spec.loader.get_source(name) or ""
+        sources[name] = source
+        package = name if spec.submodule_search_locations else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                                   package) if node.level else node.module or ""
+                todo.append(base)
+                todo.extend(f"{base}.{a.name}" for a in node.names)   # submodules named
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode() + b"\0" + sources[name].encode() + b"\0")
+    return {"starscale": __version__, "module": module, "sha256": digest.hexdigest()[:16]}
 
 
 def _recover(spark, output: str) -> None:
@@ -282,17 +350,187 @@ def _recover(spark, output: str) -> None:
         delete(spark, old)
 
 
-def publish(spark, output: str, write: Callable[[str], dict[str, Any]],
-            manifest_base: dict[str, Any]) -> dict[str, Any]:
-    """Run write(staging_dir) → stage counts, then publish staging_dir as output atomically.
+class LeaseHeld(RuntimeError):
+    """Another run holds the output's lease."""
 
-    The manifest (manifest_base + what write returned + timing) is written into the staging
-    folder last, so a published folder always carries a complete manifest.
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # alive, owned by another user
+        return True
+    return True
+
+
+def lease_is_stale(holder: dict) -> bool:
+    """A lease is provably stale only when its holder ran on this host and its pid is gone;
+    a holder on another host cannot be checked from here."""
+    import socket
+    return holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1)))
+
+
+def acquire_lease(spark, output: str, stage: str, run_id: str | None = None,
+                  break_stale: bool | None = None) -> dict:
+    """Take the exclusive lease on an output folder: ``<output>._lease``, created with
+    overwrite=false (an atomic create-if-absent on local disks and HDFS; see the README for S3).
+    It holds host, pid, start time and run id; a second writer gets LeaseHeld naming the holder.
+
+    A provably stale lease (its holder ran on this host and its pid is gone: a killed run) is
+    broken with a note on stderr. A lease held from another host cannot be checked from here:
+    break_stale (default: $STARSCALE_BREAK_LEASE=1) breaks it, on the operator's word."""
+    import socket
+    import sys
+    if break_stale is None:
+        break_stale = os.environ.get(BREAK_LEASE_ENV) == "1"
+    final = qualify(output)
+    lease_path = final + LEASE_SUFFIX
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "stage": stage,
+              "run_id": run_id or uuid.uuid4().hex[:12], "output": final,
+              "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    fs, jpath = _fs(spark, lease_path)
+    fs.mkdirs(jpath.getParent())
+    body = json.dumps(holder, sort_keys=True).encode("utf-8")
+    for attempt in (0, 1):
+        try:
+            _create_exclusive(fs, jpath, lease_path, body)
+            return holder
+        except Exception as exc:                   # FileExistsError / py4j FileAlreadyExists
+            if not fs.exists(jpath):
+                raise
+            try:
+                current = json.loads(read_text(spark, lease_path))
+            except Exception:                      # noqa: BLE001 - half-written or unreadable
+                current = {}
+            who = (f"{current.get('stage')} run {current.get('run_id')} (host {current.get('host')}, "
+                   f"pid {current.get('pid')}, since {current.get('started_utc')})"
+                   if current else "an unreadable lease")
+            stale = lease_is_stale(current) if current else False
+            if (stale or break_stale) and not attempt:
+                print(f"starscale: breaking the {'stale ' if stale else ''}lease {lease_path} of "
+                      f"{who}", file=sys.stderr, flush=True)
+                delete(spark, lease_path)
+                continue
+            hint = (f"if that run is dead, rerun with {BREAK_LEASE_ENV}=1 to break the lease"
+                    if current.get("host") != socket.gethostname() or not current else
+                    "wait for it to finish")
+            raise LeaseHeld(f"{final} is being written by {who}; lease {lease_path}: {hint}") \
+                from exc
+    raise LeaseHeld(f"could not take the lease {lease_path}")
+
+
+def _create_exclusive(fs, jpath, path: str, body: bytes) -> None:
+    """Create a file that must not exist yet, atomically: O_CREAT|O_EXCL on a local disk (Hadoop's
+    local create(overwrite=false) checks, then creates), create(overwrite=false) elsewhere (one
+    NameNode operation on HDFS)."""
+    local = local_path(qualify(path))
+    if local is not None:
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        return
+    out = fs.create(jpath, False)
+    try:
+        out.write(bytearray(body))
+    finally:
+        out.close()
+
+
+def release_lease(spark, output: str, holder: dict) -> None:
+    """Remove the lease when it is still ours (a broken-and-retaken lease is left alone)."""
+    lease_path = qualify(output) + LEASE_SUFFIX
+    try:
+        current = json.loads(read_text(spark, lease_path))
+    except Exception:                              # noqa: BLE001
+        return
+    if current.get("run_id") == holder["run_id"] and current.get("pid") == holder["pid"]:
+        delete(spark, lease_path)
+
+
+# Stores whose folder rename is one atomic metadata operation; everything else (s3a, gs, abfs,
+# wasb, ...) renames by copy + delete and gets the object-store protocol below.
+ATOMIC_RENAME_SCHEMES = ("", "file", "hdfs", "viewfs")
+PUBLISHING = "_PUBLISHING.json"   # object stores: "starscale is publishing into this folder"
+
+
+def renames_atomic(path: str) -> bool:
+    return urlparse(qualify(path)).scheme in ATOMIC_RENAME_SCHEMES
+
+
+class _HadoopOps:
+    """The few filesystem operations publish needs, through Spark's Hadoop FileSystem (a test
+    passes a fake with the same methods: tests/test_reliability.py)."""
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    def exists(self, path: str) -> bool:
+        return exists(self.spark, path)
+
+    def delete(self, path: str) -> None:
+        delete(self.spark, path)
+
+    def rename(self, src: str, dst: str) -> None:
+        rename(self.spark, src, dst)
+
+    def write_text(self, path: str, text: str) -> None:
+        write_text(self.spark, path, text)
+
+    def read_text(self, path: str) -> str:
+        return read_text(self.spark, path)
+
+    def children(self, path: str) -> list[str]:
+        fs, jpath = _fs(self.spark, path)
+        if not fs.exists(jpath):
+            return []
+        return sorted(f"{qualify(path)}/{st.getPath().getName()}" for st in fs.listStatus(jpath))
+
+
+def _manifest_of(ops, final: str) -> dict | None:
+    try:
+        return json.loads(ops.read_text(final + "/" + MANIFEST))
+    except FileNotFoundError:
+        return None
+
+
+def _check_ours(ops, final: str) -> None:
+    """Publish replaces only what starscale wrote: an existing folder (or file) at the output
+    path without a manifest is someone else's data, unless it is a publish of ours that a kill
+    interrupted on an object store (its _PUBLISHING.json marker)."""
+    if (ops.exists(final) and _manifest_of(ops, final) is None
+            and not ops.exists(final + "/" + PUBLISHING)):
+        raise ValueError(f"output {final} exists and has no starscale {MANIFEST}: refusing to "
+                         f"replace data starscale did not write (choose another output path, "
+                         f"or remove it yourself)")
+
+
+def publish(spark, output: str, write: Callable[[str], dict[str, Any]],
+            manifest_base: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    """Run write(staging_dir) → stage counts, then publish staging_dir as output.
+
+    Holds the output's lease (acquire_lease) from start to end. An existing output without a
+    manifest is never replaced. Local disks and HDFS: the manifest goes into the staging folder
+    last, then two renames swap it in (atomic; a kill between them is finished by _recover).
+    Object stores: publish_object_store (a reader sees the old complete version, then no
+    version, then the new complete one; never a partial one).
     """
     final = qualify(output)
+    lease = acquire_lease(spark, final, str(manifest_base.get("stage")), run_id)
+    try:
+        if renames_atomic(final):
+            _recover(spark, final)
+        return publish_with(_HadoopOps(spark), final, write, manifest_base, renames_atomic(final))
+    finally:
+        release_lease(spark, final, lease)
+
+
+def publish_with(ops, final: str, write: Callable[[str], dict[str, Any]],
+                 manifest_base: dict[str, Any], atomic_rename: bool) -> dict[str, Any]:
+    """publish's steps on a filesystem `ops` (_HadoopOps or a test's fake)."""
     staging = final + STAGING_SUFFIX
-    _recover(spark, final)
-    delete(spark, staging)               # leftovers of a killed run
+    _check_ours(ops, final)
+    ops.delete(staging)                  # leftovers of a killed run (we hold the lease)
     started = time.time()
     produced = write(staging)
     manifest = {
@@ -303,12 +541,39 @@ def publish(spark, output: str, write: Callable[[str], dict[str, Any]],
         "seconds": round(time.time() - started, 3),
         "complete": True,
     }
-    write_text(spark, staging + "/" + MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    if exists(spark, final):
-        rename(spark, final, final + OLD_SUFFIX)
-    rename(spark, staging, final)
-    delete(spark, final + OLD_SUFFIX)
+    if isinstance(manifest.get("config"), dict):       # a second guard: to_dict redacts already
+        from starscale.config import redact_secrets
+        manifest["config"] = redact_secrets(manifest["config"])
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    _check_ours(ops, final)              # nothing foreign appeared while we wrote
+    if atomic_rename:
+        ops.write_text(staging + "/" + MANIFEST, text)
+        if ops.exists(final):
+            ops.rename(final, final + OLD_SUFFIX)
+        ops.rename(staging, final)
+        ops.delete(final + OLD_SUFFIX)
+    else:
+        publish_object_store(ops, final, staging, text)
     return manifest
+
+
+def publish_object_store(ops, final: str, staging: str, manifest_text: str) -> None:
+    """Object stores (a rename is copy + delete, only a single-object write is atomic): mark the
+    folder as ours, withdraw the old manifest (readers now refuse the folder), replace the data
+    object by object, and write the new manifest last, in one PUT. A kill at any step leaves the
+    old complete version or a folder readers refuse (no manifest) that the next publish, seeing
+    the marker, replaces: never a partial version read as complete."""
+    marker = final + "/" + PUBLISHING
+    ops.write_text(marker, json.dumps({"publishing": True}))
+    ops.delete(final + "/" + MANIFEST)
+    for child in ops.children(final):
+        if child != marker:
+            ops.delete(child)
+    for child in ops.children(staging):
+        ops.rename(child, final + "/" + child.rsplit("/", 1)[1])
+    ops.write_text(final + "/" + MANIFEST, manifest_text)
+    ops.delete(marker)
+    ops.delete(staging)
 
 
 def run_stage(spark, *, stage: str, output: str, config_hash: str, config: dict,
@@ -317,7 +582,9 @@ def run_stage(spark, *, stage: str, output: str, config_hash: str, config: dict,
     """Publish one stage's output, or skip when its manifest matches config and inputs.
 
     upstream maps each input path to the stage that produces it (its manifest is required);
-    raw_inputs are files/globs fingerprinted by size and mtime.
+    raw_inputs are files/globs fingerprinted by content (raw_fingerprints). The manifest also
+    records code_fingerprint(write's module): a new starscale version or a change to the code the
+    stage runs re-runs it.
     """
     final = qualify(output)
     upstream = upstream or {}
@@ -330,13 +597,14 @@ def run_stage(spark, *, stage: str, output: str, config_hash: str, config: dict,
         inputs[qualify(path)] = fingerprint(require_manifest(spark, path, producer))
     if raw_inputs:
         inputs["raw"] = raw_fingerprints(spark, raw_inputs)
+    code = code_fingerprint(getattr(write, "__module__", None) or "starscale")
     _recover(spark, final)
     existing = read_manifest(spark, final)
     if (existing and not force and existing.get("config_hash") == config_hash
-            and existing.get("inputs") == inputs):
+            and existing.get("inputs") == inputs and existing.get("code") == code):
         return {**existing, "skipped": True}
     base = {"stage": stage, "config_hash": config_hash, "inputs": inputs, "config": config,
-            "versions": versions()}
+            "code": code, "versions": versions()}
     return {**publish(spark, final, write, base), "skipped": False}
 
 

@@ -65,6 +65,49 @@ def first_line(spark, path: str) -> str | None:
         stream.close()
 
 
+# What Hadoop's codecs raise on a truncated or damaged compressed file.
+CODEC_ERRORS = ("EOFException", "Unexpected end of input stream", "ZipException",
+                "Not in GZIP format", "invalid block type", "invalid distance",
+                "invalid stored block", "incorrect header check", "CRC", "premature EOF")
+
+
+def find_broken_compressed(spark, files: list[str]) -> tuple[str, str] | None:
+    """(path, error) of the first compressed file in files that does not decompress to its
+    end, read through Hadoop's codec the way Spark reads it; None when all do. Called only
+    after a job failed: it reads every compressed file once."""
+    jvm = spark._jvm
+    conf = spark._jsc.hadoopConfiguration()
+    factory = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf)
+    for path in files:
+        jpath = jvm.org.apache.hadoop.fs.Path(path)
+        codec = factory.getCodec(jpath)
+        if codec is None:
+            continue
+        stream = jpath.getFileSystem(conf).open(jpath)
+        try:
+            jvm.org.apache.commons.io.IOUtils.consume(codec.createInputStream(stream))
+        except Exception as exc:                 # noqa: BLE001 - a py4j error from the codec
+            lines = str(exc).strip().splitlines()
+            cause = next((ln.strip() for ln in lines if "Exception" in ln and ":" in ln),
+                         lines[-1] if lines else type(exc).__name__)
+            return path, cause
+        finally:
+            stream.close()
+    return None
+
+
+def compressed_input_error(spark, files: list[str], exc: BaseException) -> ValueError | None:
+    """A one-line ValueError naming the broken file when exc is a codec failure, else None."""
+    if not any(marker in str(exc) for marker in CODEC_ERRORS):
+        return None
+    broken = find_broken_compressed(spark, files)
+    if broken is None:
+        return None
+    path, cause = broken
+    return ValueError(f"{path}: truncated or corrupt compressed file ({cause[:200]}); "
+                      f"nothing was published")
+
+
 def check_headers(spark, files: list[str]) -> None:
     """ValueError naming the first file that is empty or whose line 1 is not the TSV header."""
     for path in files:
@@ -82,7 +125,7 @@ def build_classified(spark, files: list[str], fmt: str):
     header (reading only line 1), then runs job 1 (per-split line counts, a tiny result)."""
     if fmt == "tsv":
         check_headers(spark, files)
-    lines = ingest.tag_lines(spark.read.text(files, lineSep="\n"))
+    lines = ingest.tag_lines(ingest.read_raw_lines(spark, files))
     order = {path: i for i, path in enumerate(files)}
     stats = []
     for row in ingest.split_stats(lines).collect():
@@ -151,12 +194,16 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         patterns, upstream, raw_inputs = [corpus], {corpus: "make-corpus"}, None
 
     def write(staging: str) -> dict:
+        files: list[str] = []
         try:
             files = resolve_inputs(spark, patterns)
             return ingest_files(spark, files, settings.format, settings.max_rejected_share,
                                 staging)
-        except Exception:
+        except Exception as exc:
             storage.delete(spark, staging)   # nothing half-written stays behind
+            named = compressed_input_error(spark, files, exc) if files else None
+            if named is not None:
+                raise named from None        # one line naming the file, not a JVM trace
             raise
 
     return storage.run_stage(

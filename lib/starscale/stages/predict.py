@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from starscale import layout, model_store, storage
+from starscale import ingest, layout, model_store, storage
 from starscale.ingest import QUARANTINE_SCHEMA
 from starscale.config import Config
 
@@ -64,15 +64,17 @@ def input_format(spark, path: str, declared: str) -> str:
 def read_tsv_reviews(spark, path: str) -> tuple[DataFrame, DataFrame]:
     """Raw amazon_reviews_us TSV → (reviews: review_id, star, body; quarantine rows).
 
-    Minimal parsing for scoring: a line of 15 tab-separated fields is a review (a star outside
-    1..5 becomes null, it is not needed to predict); any other line goes to quarantine with
-    reason field_count. Header lines (first field 'marketplace') are dropped.
+    Lines come through ingest's reader (ingest.read_raw_lines: split on LF only, so a stray CR
+    stays inside its review; one trailing CR dropped; the header recognised with or without a
+    BOM, wherever it appears). Minimal parsing for scoring: a line of 15 tab-separated fields is
+    a review (a star outside 1..5 becomes null, it is not needed to predict); any other line
+    goes to quarantine with reason field_count.
     """
-    lines = (spark.read.text(path).select(
-        F.input_file_name().alias("source_file"), F.col("value").alias("raw"))
-        .withColumn("fields", F.split(F.col("raw"), "\t", -1)))
-    header = F.col("fields")[0] == F.lit("marketplace")
-    body_lines = lines.where(~header)
+    lines = (ingest.read_raw_lines(spark, path).select(
+        F.input_file_name().alias("source_file"), F.col("value").alias("raw"),
+        ingest.tsv_text(F.col("value")).alias("_text"))
+        .withColumn("fields", F.split(F.col("_text"), "\t", -1)))
+    body_lines = lines.where(~ingest.is_tsv_header(F.col("_text")))
     good = F.size(F.col("fields")) == TSV_FIELDS
     star_text = F.trim(F.col("fields")[TSV_STAR])
     reviews = body_lines.where(good).select(
@@ -118,11 +120,10 @@ def cleaned(reviews: DataFrame, remove_stopwords: bool, lemmatize: bool) -> Data
 # --------------------------------------------------------------------------- scoring
 def score_lr(spark, reviews: DataFrame, model_dir: str, encode_dir: str | None) -> DataFrame:
     """review_id, star, text → review_id, star, pred_star, proba with a saved LR model."""
-    from pyspark.ml import PipelineModel
     model = model_store.load_lr(spark, model_dir)
     score = model.predictor
-    tfidf = PipelineModel.load(layout.join(model.manifest.get("encode_dir") or encode_dir,
-                                           layout.TFIDF_MODEL))
+    tfidf = model_store.load_tfidf_pipeline(
+        spark, layout.join(model.manifest.get("encode_dir") or encode_dir, layout.TFIDF_MODEL))
     features = tfidf.transform(
         reviews.select("review_id", "star", F.coalesce(F.col("text"), F.lit("")).alias("text")))
     # label is only carried along; the scorers never read it
@@ -189,10 +190,10 @@ def _write_counted(spark, staging: str, path: str, predictions: DataFrame,
         return counts
     quarantine.write.parquet(layout.join(staging, "quarantine"))
     counts["quarantined"] = spark.read.parquet(layout.join(staging, "quarantine")).count()
-    counts["header_lines"] = (spark.read.text(path)
-                              .where(F.split(F.col("value"), "\t")[0] == "marketplace")
-                              .count())
-    counts["rows_in"] = spark.read.text(path).count()
+    lines = ingest.read_raw_lines(spark, path)       # the reader read_tsv_reviews used
+    counts["header_lines"] = lines.where(
+        ingest.is_tsv_header(ingest.tsv_text(F.col("value")))).count()
+    counts["rows_in"] = lines.count()
     if counts["rows_in"] != counts["predicted"] + counts["quarantined"] + counts["header_lines"]:
         raise RuntimeError(f"predict: {counts['rows_in']} lines in but {counts['predicted']} "
                            f"predicted + {counts['quarantined']} quarantined + "

@@ -1,8 +1,10 @@
 """The checkpoint folder of one LSTM training: what is in it, written and read atomically.
 
 Folder (layout.checkpoints_dir; shared storage every rank's host can reach): ``epoch-NNNN.keras``
-(model + optimizer), ``best.weights.npz`` (early stopping's best weights), ``state.json``
-(written last: completed epochs, early-stopping state, history, fingerprint), ``final.keras``
+(model + optimizer), ``best-NNNN.weights.npz`` (early stopping's best weights as of epoch NNNN,
+a new name each time, never overwritten), ``state.json`` (written last: completed epochs,
+early-stopping state, history, fingerprint and the names of the two files it goes with: the
+one commit point, so best weights and state always change together), ``final.keras``
 (the trained model with best weights restored) and ``_FAILURE.json`` (why a rank failed, read by
 the driver to name the cause in its error). Rank 0 alone writes; every file goes through
 storage.write_bytes (temp file + rename), state last, so a kill leaves a loadable checkpoint.
@@ -19,14 +21,19 @@ import numpy as np
 from starscale import layout, storage
 
 STATE_FILE = "state.json"
-BEST_FILE = "best.weights.npz"
+BEST_FILE = "best.weights.npz"          # the name before issue 15; still read when a state names it
 FINAL_FILE = "final.keras"
 FAILURE_FILE = "_FAILURE.json"
 KEEP_EPOCHS = 2
+KERAS_MODULE_PREFIXES = ("keras.", "tf_keras.")     # plus "keras" itself
 
 
 def epoch_file(epoch: int) -> str:
     return f"epoch-{epoch:04d}.keras"
+
+
+def best_file(epoch: int) -> str:
+    return f"best-{epoch:04d}.weights.npz"
 
 
 def _read_json(path: str) -> dict | None:
@@ -70,8 +77,42 @@ def model_bytes(model) -> bytes:
             return fh.read()
 
 
-def load_model_bytes(data: bytes, compile: bool = True):
+def check_keras_bytes(data: bytes, where: str) -> None:
+    """ValueError unless a .keras archive's config names only Keras's own classes: every
+    serialized object's module is keras(.*) and it has no custom registered name."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ValueError(f"{where}: not a Keras model archive ({exc})") from None
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            module = node.get("module")
+            registered = node.get("registered_name")
+            if "class_name" in node and module is not None and not (
+                    module == "keras" or str(module).startswith(KERAS_MODULE_PREFIXES)):
+                raise ValueError(f"{where}: refusing to load a model whose config names "
+                                 f"{module}.{node.get('class_name')} (only Keras's own classes "
+                                 f"are loaded: a model file is data, not code)")
+            if registered not in (None, node.get("class_name")) and "class_name" in node:
+                raise ValueError(f"{where}: refusing to load a model with the custom object "
+                                 f"{registered!r} (only Keras's own classes are loaded)")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+
+
+def load_model_bytes(data: bytes, compile: bool = True, where: str = "model"):
+    """A Keras model from .keras bytes, after check_keras_bytes (Keras's own
+    classes only: a model file is data)."""
     from tensorflow import keras
+    check_keras_bytes(data, where)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.keras")
         with open(path, "wb") as fh:
@@ -112,21 +153,25 @@ def save_final(ckpt_dir: str, model, lcfg) -> None:
 
 def save_epoch(ckpt_dir: str, epoch: int, model, lcfg, best_weights, best_changed: bool,
                state: dict) -> None:
-    """Epoch `epoch` (1-based) done: model + optimizer, best weights when they changed, then
-    state.json (state + the file names) last; older epoch files beyond the newest KEEP_EPOCHS
-    are removed."""
+    """Epoch `epoch` (1-based) done: model + optimizer, best weights under a new name when they
+    changed, then state.json (state + the file names) last: replacing state.json is the one
+    atomic commit, so a kill before it leaves the previous state with the files it names, and a
+    kill after it the new ones. Files no state names any more are removed after the commit."""
     name = epoch_file(epoch)
     storage.write_bytes(layout.join(ckpt_dir, name), model_bytes(plain_copy(model, lcfg)))
     previous = read_state(ckpt_dir)
-    best_file = previous.get("best_file") if previous else None
-    if best_changed or best_file is None:
-        best_file = BEST_FILE
+    old_best = previous.get("best_file") if previous else None
+    best = old_best
+    if best_changed or best is None:
+        best = best_file(epoch)
         buf = io.BytesIO()
         np.savez(buf, **{f"w{i}": w for i, w in enumerate(best_weights)})
-        storage.write_bytes(layout.join(ckpt_dir, best_file), buf.getvalue())
-    full_state = {**state, "completed_epochs": epoch, "model_file": name, "best_file": best_file}
+        storage.write_bytes(layout.join(ckpt_dir, best), buf.getvalue())
+    full_state = {**state, "completed_epochs": epoch, "model_file": name, "best_file": best}
     storage.write_bytes(layout.join(ckpt_dir, STATE_FILE),
                         json.dumps(full_state, indent=1).encode())
+    if old_best and old_best != best:
+        storage.delete_file(layout.join(ckpt_dir, old_best))
     for old in range(1, epoch - KEEP_EPOCHS + 1):
         storage.delete_file(layout.join(ckpt_dir, epoch_file(old)))
 
@@ -137,7 +182,7 @@ def load_checkpoint(ckpt_dir: str, state: dict):
     if data is None:
         raise ValueError(f"{ckpt_dir}/{state['model_file']}: checkpoint named in "
                          f"{STATE_FILE} is missing")
-    loaded = load_model_bytes(data)
+    loaded = load_model_bytes(data, where=layout.join(ckpt_dir, state["model_file"]))
     best_weights = None
     if state.get("best_file"):
         blob = storage.read_bytes(layout.join(ckpt_dir, state["best_file"]))

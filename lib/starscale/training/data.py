@@ -97,6 +97,26 @@ def assign_shards(shards: list[int], rank: int, size: int, split: str = "train")
     return [ordered[i] for i in range(rank, len(ordered), size)]
 
 
+def check_even_shards(train_rows: dict[int, int], size: int) -> None:
+    """ValueError with the numbers unless the train shards divide evenly among size workers
+    (same shard count per rank, per-rank rows within one row per shard, as encode writes them):
+    otherwise every rank trains only as many rows per epoch as the smallest rank has, and the
+    rest are silently skipped (3 shards of 1,000 rows on 2 workers: 2,000 rows per epoch)."""
+    shards = sorted(train_rows)
+    per_rank = [sum(train_rows[s] for s in shards[r::size]) for r in range(size)]
+    if len(shards) % size:
+        raise ValueError(
+            f"train: {len(shards)} shards do not divide evenly among {size} workers (rows per "
+            f"rank {per_rank}: each epoch would train {size} x {min(per_rank)} of "
+            f"{sum(per_rank)} rows); set encode.shards to a multiple of train.workers "
+            f"(re-run encode) or change train.workers")
+    if max(per_rank) - min(per_rank) > len(shards) // size:
+        raise ValueError(
+            f"train: shard rows are uneven among {size} workers (rows per rank {per_rank}: "
+            f"each epoch would train {size} x {min(per_rank)} of {sum(per_rank)} rows); "
+            f"re-run encode, which writes equal shards")
+
+
 def steps_per_epoch(train_rows: dict[int, int], size: int, batch_size: int) -> int:
     """Steps every rank runs per epoch: the smallest rank's full batches, so no rank waits on a
     collective that another rank never reaches (a rank's leftover rows are skipped that epoch)."""

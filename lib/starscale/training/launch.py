@@ -77,6 +77,7 @@ def rank_args(cfg: Config, encode_manifest: dict, hooks: TrainHooks) -> RankArgs
     encode_dir = storage.qualify(layout.encode_dir(cfg))
     seq_dir = data.sequences_dir(encode_dir)
     train, train_rows = _train_shards(cfg, encode_dir, encode_manifest, seq_dir)
+    data.check_even_shards(train_rows, cfg.train.workers)   # refuse before any rank starts
     val = data.list_shards(seq_dir, "validation")
     val_rows = {s: data.count_rows(f, seq_dir) for s, f in val.items() if f}
     vocab_path = layout.join(encode_dir, layout.VOCAB)
@@ -161,6 +162,14 @@ class FailureWatch:
         self.abort()
 
 
+def _local_mode_bind() -> str | None:
+    """127.0.0.1 when Spark runs in local mode (every rank on this host), else None: with no
+    train.bind_host, Horovod's driver-side servers then still listen on loopback only."""
+    from pyspark import SparkContext
+    sc = SparkContext._active_spark_context
+    return "127.0.0.1" if sc is not None and str(sc.master).startswith("local") else None
+
+
 def _cancel_spark_jobs() -> None:
     """Cancel the running Spark jobs (Horovod's ranks are their tasks): Spark kills the tasks'
     Python workers, which takes their task services and rank processes down with them."""
@@ -186,10 +195,11 @@ def launch(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
 
 def launch_spark(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
     import horovod.spark
-    if cfg.train.bind_host:
+    bind_host = cfg.train.bind_host or _local_mode_bind()
+    if bind_host:
         from starscale import loopback
         # Horovod: the driver service and Gloo rendezvous listen on this address only.
-        loopback.pin_horovod_services(cfg.train.bind_host)
+        loopback.pin_horovod_services(bind_host)
     watch = FailureWatch(args.ckpt_dir, cfg.train.failure_grace_s, _cancel_spark_jobs,
                          "Spark job cancelled")
     try:

@@ -116,10 +116,35 @@ def exit_now(hooks: TrainHooks) -> None:
 
 
 def _train_rank(args: RankArgs) -> dict[str, Any]:
+    """The watchdog runs from the first step: a hang in Horovod's init (a peer that never
+    comes), a broadcast or the checkpoint load fails the run like a hang in fit. Until fit it
+    allows the longer of train.start_timeout_s and train.stall_timeout_s."""
+    watchdog = Watchdog(max(args.train.stall_timeout_s, args.train.start_timeout_s),
+                        hard_exit=args.hard_exit, where="rank ? (before Horovod init)",
+                        on_stall=lambda msg: checkpoints.write_failure(
+                            args.ckpt_dir, msg, getattr(watchdog, "rank", -1)))
+    if args.train.start_timeout_s > args.train.stall_timeout_s:
+        watchdog.setting = "train.start_timeout_s"
+    watchdog.beat("horovod init")
+    watchdog.start()
+    try:
+        return _train_rank_watched(args, watchdog)
+    except Stalled:
+        raise TrainingFailed(f"{watchdog.where}: {watchdog.fired}") from None
+    finally:
+        watchdog.stop()
+
+
+def _train_rank_watched(args: RankArgs, watchdog: Watchdog) -> dict[str, Any]:
     rank, size = setup_devices(args)
+    watchdog.rank, watchdog.where = rank, f"rank {rank}/{size}"
+    watchdog.beat("plan inputs")
     inputs = plan_inputs(args, rank, size)
+    watchdog.beat("read and broadcast the checkpoint state")
     state = restore_state(args, rank)
+    watchdog.beat("build the model")
     model, learning_rate = build_model(args, rank, size)
+    watchdog.beat("load and broadcast the checkpoint weights")
     best_weights = restore_weights(args, model, state, rank)
     seen_ids: set | None = set() if args.hooks.return_ids else None
     start_epoch = int(state["completed_epochs"]) if state else 0
@@ -130,9 +155,9 @@ def _train_rank(args: RankArgs) -> dict[str, Any]:
         max_len=args.max_len, nan_at_step=args.hooks.nan_at_step, seen_ids=seen_ids)
     val_ds = data.eval_dataset(inputs["val_files"], args.seq_dir, max_len=args.max_len,
                                batch_size=args.lstm.batch_size)
-    watchdog = Watchdog(args.train.stall_timeout_s, hard_exit=args.hard_exit,
-                        where=f"rank {rank}/{size}",
-                        on_stall=lambda msg: checkpoints.write_failure(args.ckpt_dir, msg, rank))
+    watchdog.timeout_s = float(args.train.stall_timeout_s)    # from here on: batches
+    watchdog.setting = "train.stall_timeout_s"
+    watchdog.beat("build the inputs and callbacks")
     callbacks, best = make_callbacks(args, rank, size, inputs["steps"], learning_rate, state,
                                      best_weights, watchdog, val_ds)
     epochs = planned_epochs(args.lstm.epochs, args.lstm.min_steps, inputs["steps"])
@@ -307,7 +332,7 @@ def fit(model, train_ds, callbacks, best, watchdog: Watchdog, *, state: dict | N
     history: dict[str, list] = dict(state.get("history", {})) if state else {}
     stopped_before = bool(state and state.get("stopped"))
     ran_epochs = 0
-    watchdog.start()
+    watchdog.beat("fit start")
     try:
         if start_epoch < epochs and not stopped_before:
             fitted = model.fit(train_ds, steps_per_epoch=steps, epochs=epochs,

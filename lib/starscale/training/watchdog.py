@@ -1,7 +1,9 @@
 """The stall watchdog of a rank and the failures training raises.
 
 A hang (a rank stuck in a collective whose peer died, a stuck read) becomes a failure with a
-reason: ``Watchdog`` fires when no batch completes for train.stall_timeout_s.
+reason: ``Watchdog`` fires when no batch completes for train.stall_timeout_s. It starts before
+Horovod's init, so a hang there, in a broadcast or in the checkpoint load is bounded too (by the
+longer of train.start_timeout_s and train.stall_timeout_s until fit begins).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Watchdog:
         self.hard_exit = hard_exit
         self.where = where
         self.on_stall = on_stall
+        self.setting = "train.stall_timeout_s"     # the config key timeout_s comes from
         self.last = time.monotonic()
         self.position = "start"
         self.fired: str | None = None
@@ -64,7 +67,7 @@ class Watchdog:
             idle = time.monotonic() - self.last
             if idle < self.timeout_s:
                 continue
-            self.fired = (f"no batch completed for {idle:.0f}s (train.stall_timeout_s="
+            self.fired = (f"no batch completed for {idle:.0f}s ({self.setting}="
                           f"{self.timeout_s:g}) on {self.where}, last progress: {self.position}")
             print(f"starscale train: STALL: {self.fired}", file=sys.stderr, flush=True)
             if self.on_stall:

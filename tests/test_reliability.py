@@ -1,0 +1,499 @@
+"""Issue 15: outputs that cannot be clobbered, fresh outputs after a code or input change,
+secrets that never reach disk, and the last bad inputs. Each test failed on the code before."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from starscale import storage
+
+
+def _write_table(spark, rows):
+    def write(staging):
+        spark.createDataFrame(rows, "id long, v string").write.parquet(staging + "/table")
+        return {"counts": {"rows": len(rows)}}
+    return write
+
+
+# --------------------------------------------------------------------------- 2: foreign folders
+def test_publish_refuses_a_folder_it_did_not_write(spark, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "reviews.tsv").write_text("precious\n")
+    with pytest.raises(ValueError, match=rf"output {raw} exists and has no starscale _MANIFEST"):
+        storage.publish(spark, str(raw), _write_table(spark, [(1, "a")]), {"stage": "predict"})
+    assert (raw / "reviews.tsv").read_text() == "precious\n"
+    assert sorted(os.listdir(tmp_path)) == ["raw"]          # no staging, no lease left behind
+    plain_file = tmp_path / "notes.txt"
+    plain_file.write_text("mine")
+    with pytest.raises(ValueError, match="has no starscale _MANIFEST"):
+        storage.publish(spark, str(plain_file), _write_table(spark, [(1, "a")]), {"stage": "x"})
+    assert plain_file.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- 1: leases
+def _lease(path, **holder):
+    with open(str(path) + storage.LEASE_SUFFIX, "w") as fh:
+        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "stage": "train-lstm",
+                   "run_id": "r-first", "started_utc": "2026-01-01T00:00:00+00:00", **holder}, fh)
+
+
+def test_second_writer_fails_at_once_naming_the_holder(spark, tmp_path):
+    out = tmp_path / "model"
+    storage.publish(spark, str(out), _write_table(spark, [(1, "a")]), {"stage": "t"})
+    _lease(out)                                   # a live holder: this very process
+    calls = []
+    with pytest.raises(storage.LeaseHeld, match=rf"train-lstm run r-first \(host "
+                       rf"{socket.gethostname()}, pid {os.getpid()}, since 2026-01-01"):
+        storage.publish(spark, str(out), lambda s: calls.append(s) or {}, {"stage": "t"})
+    assert calls == [] and not os.path.exists(str(out) + storage.STAGING_SUFFIX)
+    assert storage.read_manifest(spark, str(out))["counts"] == {"rows": 1}
+
+
+def test_the_lease_is_taken_while_writing_and_released_after(spark, tmp_path):
+    out = str(tmp_path / "o")
+    seen = []
+
+    def write(staging):
+        seen.append(json.loads(open(out + storage.LEASE_SUFFIX).read()))
+        return _write_table(spark, [(1, "a")])(staging)
+
+    storage.publish(spark, out, write, {"stage": "t"}, run_id="run-7")
+    assert (seen[0]["run_id"], seen[0]["pid"], seen[0]["stage"]) == ("run-7", os.getpid(), "t")
+    assert {"host", "started_utc"} <= set(seen[0])
+    assert not os.path.exists(out + storage.LEASE_SUFFIX)
+    with pytest.raises(RuntimeError, match="boom"):
+        storage.publish(spark, out, lambda s: (_ for _ in ()).throw(RuntimeError("boom")),
+                        {"stage": "t"})
+    assert not os.path.exists(out + storage.LEASE_SUFFIX)    # released on failure too
+
+
+def test_stale_leases_are_broken_and_foreign_ones_only_with_the_flag(spark, tmp_path,
+                                                                      monkeypatch, capsys):
+    out = tmp_path / "o"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _lease(out, pid=dead.pid, run_id="r-dead")               # a killed run on this host
+    assert storage.publish(spark, str(out), _write_table(spark, [(1, "a")]),
+                           {"stage": "t"})["complete"]
+    assert "breaking the stale lease" in capsys.readouterr().err
+    _lease(out, host="other-host.example", pid=1, run_id="r-far")   # cannot be checked here
+    with pytest.raises(storage.LeaseHeld, match=r"r-far .*other-host.*STARSCALE_BREAK_LEASE=1"):
+        storage.publish(spark, str(out), _write_table(spark, [(1, "a")]), {"stage": "t"})
+    monkeypatch.setenv(storage.BREAK_LEASE_ENV, "1")
+    assert storage.publish(spark, str(out), _write_table(spark, [(1, "a")]),
+                           {"stage": "t"})["complete"]
+    assert not os.path.exists(str(out) + storage.LEASE_SUFFIX)
+
+
+# --------------------------------------------------------------------------- 4: freshness
+def test_a_changed_raw_file_with_same_size_and_mtime_reruns(spark, tmp_path):
+    raw = tmp_path / "in.tsv"
+    raw.write_text("a\t1\n")
+    calls = []
+
+    def write(staging):
+        calls.append(1)
+        return _write_table(spark, [(1, "a")])(staging)
+
+    kw = dict(stage="ingest", output=str(tmp_path / "o"), config_hash="h", config={},
+              raw_inputs=[str(raw)], write=write)
+    storage.run_stage(spark, **kw)
+    assert storage.run_stage(spark, **kw)["skipped"] is True
+    stat = raw.stat()
+    raw.write_text("b\t2\n")                                # same size...
+    os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...same mtime (cp -p, rsync -t)
+    assert storage.run_stage(spark, **kw)["skipped"] is False
+    assert len(calls) == 2
+
+
+PROBE = textwrap.dedent('''
+    from starscale import layout
+
+    def write(staging):
+        return WRITE(staging)
+''')
+
+
+def test_a_code_change_in_what_the_stage_runs_reruns(spark, tmp_path, monkeypatch):
+    import importlib
+    import starscale
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "_fresh_probe.py").write_text(PROBE)
+    monkeypatch.setattr(starscale, "__path__", [*starscale.__path__, str(pkg)])
+    importlib.invalidate_caches()
+    probe = importlib.import_module("starscale._fresh_probe")
+    probe.WRITE = _write_table(spark, [(1, "a")])
+    try:
+        kw = dict(stage="t", output=str(tmp_path / "o"), config_hash="h", config={},
+                  write=probe.write)
+        first = storage.run_stage(spark, **kw)
+        assert first["code"]["starscale"] == starscale.__version__
+        assert storage.run_stage(spark, **kw)["skipped"] is True
+        (pkg / "_fresh_probe.py").write_text(PROBE + "\n# a fix\n")
+        assert storage.run_stage(spark, **kw)["skipped"] is False
+        # a module the stage imports counts too: layout's source is part of the hash
+        base = storage.code_fingerprint("starscale._fresh_probe")["sha256"]
+        real = importlib.util.find_spec("starscale.layout").loader
+        monkeypatch.setattr(type(real), "get_source",
+                            lambda self, name, _orig=type(real).get_source:
+                            _orig(self, name) + ("#x" if name == "starscale.layout" else ""))
+        assert storage.code_fingerprint("starscale._fresh_probe")["sha256"] != base
+    finally:
+        sys.modules.pop("starscale._fresh_probe", None)
+
+
+# --------------------------------------------------------------------------- 5: secrets, NaN
+FAKE_SECRET = "FAKE-s3cr3t-9f1c2e"
+
+
+def test_secret_keys_are_redacted_and_nan_rejected(config_factory):
+    from starscale.config import REDACTED
+    cfg = config_factory(f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}",
+                         f"spark.conf.spark.authenticate.secret={FAKE_SECRET}",
+                         f"spark.conf.spark.ssl.keyPassword={FAKE_SECRET}",
+                         f"spark.conf.spark.hadoop.fs.s3a.session.token={FAKE_SECRET}")
+    assert cfg.spark.conf["spark.hadoop.fs.s3a.secret.key"] == FAKE_SECRET   # Spark still gets it
+    conf = cfg.to_dict()["spark"]["conf"]
+    assert {k: v for k, v in conf.items() if v == REDACTED} == {
+        "spark.hadoop.fs.s3a.secret.key": REDACTED, "spark.authenticate.secret": REDACTED,
+        "spark.ssl.keyPassword": REDACTED, "spark.hadoop.fs.s3a.session.token": REDACTED}
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    for bad in ("ingest.max_rejected_share=.nan", "ingest.max_rejected_share=.inf",
+                "lstm.learning_rate=-.inf"):
+        with pytest.raises(ValueError, match=rf"{bad.split('=')[0]}: expected a finite number"):
+            config_factory(bad)
+
+
+def test_a_fake_secret_never_reaches_any_output_file(spark, tmp_path):
+    """A whole (tiny) experiment with MLflow on: no file under the output folder holds it."""
+    from starscale.stages import experiment as experiment_stage
+    from tests.helpers import make_config
+    from tests.test_experiment import TINY
+    cfg = make_config(tmp_path, *TINY, "experiment.sizes=[600]", "experiment.samplers=[none]",
+                      "tracking.enabled=true",
+                      f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}",
+                      f"spark.conf.spark.hadoop.fs.s3a.session.token={FAKE_SECRET}")
+    experiment_stage.run(spark, cfg)
+    out = tmp_path / "out"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "index.html" for p in files) and any("mlruns" in str(p) for p in files)
+    assert any(p.name == "config.json" for p in files)            # the LSTM bundle's config
+    leaked = [str(p) for p in files if FAKE_SECRET.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+# --------------------------------------------------------------------------- 8: last bad inputs
+def test_control_chars_and_a_repeated_header_get_their_own_reasons(spark, config_factory,
+                                                                    tmp_path):
+    from tests.test_ingest import HEADER, read_table, run_ingest, tsv_row
+    src = tmp_path / "joined.tsv"
+    lines = [HEADER, tsv_row("R1"), tsv_row("R2", body="nul\x00here"), HEADER,
+             tsv_row("R3", headline="bell\x07"), tsv_row("R4", body="tab\tless"), tsv_row("R5")]
+    src.write_bytes("\n".join(lines).encode() + b"\n")
+    cfg, manifest = run_ingest(spark, config_factory, [src], "ingest.max_rejected_share=1.0")
+    got = sorted((r.line_no, r.reason, r.detail) for r in read_table(spark, cfg, "quarantine")
+                 .collect())
+    assert got == [
+        (3, "control_chars", "control character (C0 or DEL) at column 59"),
+        (4, "repeated_header", "the header line again at line 4 (files joined?)"),
+        (5, "control_chars", "control character (C0 or DEL) at column 57"),
+        (6, "field_count", "16 fields (expected 15)"),
+    ]
+    assert sorted(r.review_id for r in read_table(spark, cfg, "reviews").collect()) == ["R1", "R5"]
+    assert manifest["totals"]["rejected"] == {"control_chars": 2, "field_count": 1,
+                                              "repeated_header": 1}
+
+
+def test_a_truncated_gzip_fails_in_one_line_naming_it(spark, config_factory, tmp_path):
+    import gzip
+    from starscale.stages import ingest as ingest_stage
+    from tests.test_ingest import HEADER, set_inputs, tsv_row
+    good = tmp_path / "good.tsv.gz"
+    good.write_bytes(gzip.compress((HEADER + "\n" + tsv_row("G1") + "\n").encode()))
+    body = "\n".join([HEADER] + [tsv_row(f"R{i}", body=f"text {i} " * 20) for i in range(3000)])
+    data = gzip.compress(body.encode() + b"\n")
+    cut = tmp_path / "cut.tsv.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    cfg = config_factory(set_inputs([good, cut]))
+    with pytest.raises(ValueError) as info:
+        ingest_stage.run(spark, cfg, force=True)
+    message = str(info.value)
+    assert message.startswith(f"file:{cut}: truncated or corrupt compressed file (")
+    assert message.endswith("nothing was published") and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert not os.path.exists(cfg.stage_dir("ingest"))
+    assert not os.path.exists(cfg.stage_dir("ingest") + storage.STAGING_SUFFIX)
+
+
+# --------------------------------------------------------------------------- 7: training edges
+def test_uneven_shards_are_refused_with_the_numbers():
+    from starscale.training import data
+    with pytest.raises(ValueError, match=r"3 shards do not divide evenly among 2 workers \(rows "
+                       r"per rank \[2000, 1000\]: each epoch would train 2 x 1000 of 3000 rows\)"):
+        data.check_even_shards({0: 1000, 1: 1000, 2: 1000}, 2)
+    with pytest.raises(ValueError, match=r"uneven among 2 workers \(rows per rank \[1000, 10\]"):
+        data.check_even_shards({0: 1000, 1: 10}, 2)
+    data.check_even_shards({0: 500, 1: 500, 2: 500, 3: 499}, 2)      # encode's equal shards
+    data.check_even_shards({0: 7}, 1)
+
+
+def test_best_weights_and_state_commit_together(tmp_path, monkeypatch):
+    """A kill between writing the new best weights and state.json leaves the previous state
+    with the best weights it was saved with."""
+    import io
+    import numpy as np
+    from starscale.training import checkpoints
+    monkeypatch.setattr(checkpoints, "plain_copy", lambda model, lcfg: model)
+    monkeypatch.setattr(checkpoints, "model_bytes", lambda model: b"model bytes")
+    ckpt = str(tmp_path / "ckpt")
+    storage.make_dirs(ckpt)
+    first = [np.full(3, 1.0)]
+    checkpoints.save_epoch(ckpt, 1, None, None, first, True, {"best_epoch": 1})
+    real_write = storage.write_bytes
+
+    def killed_at_state(path, data=None, write=None):
+        if path.endswith(checkpoints.STATE_FILE):
+            raise KeyboardInterrupt("killed")
+        return real_write(path, data, write)
+
+    monkeypatch.setattr(storage, "write_bytes", killed_at_state)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_epoch(ckpt, 2, None, None, [np.full(3, 2.0)], True, {"best_epoch": 2})
+    monkeypatch.setattr(storage, "write_bytes", real_write)
+    state = checkpoints.read_state(ckpt)
+    assert (state["completed_epochs"], state["best_epoch"]) == (1, 1)
+    with np.load(io.BytesIO(storage.read_bytes(f"{ckpt}/{state['best_file']}"))) as npz:
+        assert npz["w0"].tolist() == [1.0, 1.0, 1.0]
+    # the next save commits epoch 2 and its best together and drops the old best file
+    checkpoints.save_epoch(ckpt, 2, None, None, [np.full(3, 2.0)], True, {"best_epoch": 2})
+    state = checkpoints.read_state(ckpt)
+    with np.load(io.BytesIO(storage.read_bytes(f"{ckpt}/{state['best_file']}"))) as npz:
+        assert (state["best_epoch"], npz["w0"].tolist()) == (2, [2.0, 2.0, 2.0])
+    assert sorted(n for n in os.listdir(ckpt) if n.startswith("best")) == [state["best_file"]]
+
+
+def test_the_watchdog_covers_horovod_init(config_factory, tmp_path, monkeypatch):
+    """A rank stuck before fit (here: in Horovod's init) fails with the reason, bounded."""
+    import time
+    from starscale.training import rank as rank_mod
+    from starscale.training.watchdog import TrainingFailed
+
+    def hang(args):
+        while True:                      # Python-level waits: the async Stalled lands here
+            time.sleep(0.05)
+
+    monkeypatch.setattr(rank_mod, "setup_devices", hang)
+    cfg = config_factory("train.stall_timeout_s=1", "train.start_timeout_s=2")
+    args = rank_mod.RankArgs(lstm=cfg.lstm, train=cfg.train, seed=1, seq_dir=str(tmp_path),
+                             vocab_path=str(tmp_path / "v"), vocab_size=10, max_len=5,
+                             train_rows={0: 10}, val_rows={}, class_weights=[1.0] * 5,
+                             ckpt_dir=str(tmp_path / "ckpt"), fingerprint="f", hard_exit=False)
+    started = time.monotonic()
+    with pytest.raises(TrainingFailed, match=r"before Horovod init.*train.start_timeout_s=2\)"
+                       r".*last progress: horovod init"):
+        rank_mod.train_rank(args)
+    assert time.monotonic() - started < 30
+    from starscale.training import checkpoints
+    assert "horovod init" in checkpoints.read_failure(str(tmp_path / "ckpt"))["message"]
+
+
+# --------------------------------------------------------------------------- 6: models are data
+def _tamper_zip(src, dst, old: bytes, new: bytes):
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                assert old in data
+                data = data.replace(old, new, 1)
+            zout.writestr(item, data)
+
+
+def test_a_tampered_lstm_bundle_is_refused_without_importing_its_module(tmp_path, monkeypatch):
+    from starscale import lstm, model_store
+    model = lstm.build_model(20, 5, embedding_dim=4, units=4, seed=1)
+    good = tmp_path / "model.keras"
+    model.save(str(good))
+    assert model_store.load_lstm_file(str(good)).count_params() == model.count_params()
+    (tmp_path / "evil_payload.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bad = tmp_path / "bad" / "model.keras"
+    bad.parent.mkdir()
+    _tamper_zip(good, bad, b'"module": "keras.layers"', b'"module": "evil_payload"')
+    with pytest.raises(ValueError, match=r"model.keras: refusing to load a model whose config "
+                       r"names evil_payload\."):
+        model_store.load_lstm_file(str(bad))
+    with pytest.raises(ValueError, match="refusing to load"):
+        model_store.cached_lstm(str(bad))
+    assert not (tmp_path / "imported").exists()
+
+
+def test_a_tfidf_pipeline_with_a_foreign_stage_class_is_refused(spark, tmp_path):
+    from starscale import encode, model_store
+    texts = spark.createDataFrame([("a b c",), ("b c d",)], "text string")
+    fitted = encode.tfidf_pipeline(1, 8, hashed=False).fit(texts)
+    folder = str(tmp_path / "tfidf_model")
+    fitted.write().save(folder)
+    assert model_store.load_tfidf_pipeline(spark, folder).transform(texts).count() == 2
+    stage = sorted(os.listdir(os.path.join(folder, "stages")))[0]
+    meta = os.path.join(folder, "stages", stage, "metadata", "part-00000")
+    text = open(meta).read()
+    open(meta, "w").write(text.replace("org.apache.spark.ml.feature.RegexTokenizer",
+                                       "pyspark.evil.Payload"))
+    crc = os.path.join(os.path.dirname(meta), ".part-00000.crc")
+    if os.path.exists(crc):
+        os.remove(crc)                   # as a tamperer would: else Hadoop's checksum trips
+    with pytest.raises(ValueError, match=rf"stages/{stage}: refusing to load stage class "
+                       r"'pyspark.evil.Payload'"):
+        model_store.load_tfidf_pipeline(spark, folder)
+
+
+# --------------------------------------------------------------------------- 9: loopback default
+def test_local_mode_pins_horovods_driver_services_to_loopback(spark, config_factory, tmp_path,
+                                                              monkeypatch):
+    import types
+    import horovod.spark
+    from starscale import loopback
+    from starscale.training import launch
+    pinned = []
+    monkeypatch.setattr(loopback, "pin_horovod_services", pinned.append)
+    monkeypatch.setattr(horovod.spark, "run", lambda *a, **k: [{"rank": 0}])
+    assert spark.sparkContext.master.startswith("local")
+    cfg = config_factory("train.launcher=spark", "train.bind_host=null")
+    assert cfg.train.bind_host is None
+    launch.launch_spark(cfg, types.SimpleNamespace(ckpt_dir=str(tmp_path)))
+    assert pinned == ["127.0.0.1"]
+
+
+def test_predict_reads_raw_tsv_through_ingests_reader(spark, tmp_path):
+    """A BOM header is a header, not a review; a stray CR stays inside its review's body; a
+    CRLF line loses its CR: as ingest reads the same file."""
+    from starscale.stages import predict
+    from tests.test_ingest import HEADER, tsv_row
+    src = tmp_path / "raw.tsv"
+    lines = ["\ufeff" + HEADER, tsv_row("R1", body="half\rhalf", star="4"),
+             tsv_row("R2", star="2") + "\r", HEADER, "short\tline"]
+    src.write_bytes("\n".join(lines).encode() + b"\n")
+    reviews, quarantine = predict.read_tsv_reviews(spark, str(src))
+    assert sorted(tuple(r) for r in reviews.collect()) == [("R1", 4, "half\rhalf"),
+                                                           ("R2", 2, "fine")]
+    assert [(q.reason, q.raw) for q in quarantine.collect()] == [("field_count", "short\tline")]
+
+
+# --------------------------------------------------------------------------- 3: object stores
+class Killed(BaseException):
+    """The process dies here."""
+
+
+class CopyDeleteFS:
+    """An object store: keys only, a 'rename' copies every object and then deletes the
+    originals, one step each; only a single-object write is atomic. kill_at: die at that step."""
+
+    def __init__(self, files=None, kill_at=None):
+        self.files = dict(files or {})
+        self.kill_at, self.steps = kill_at, 0
+
+    def _step(self):
+        if self.kill_at is not None and self.steps == self.kill_at:
+            raise Killed(self.steps)
+        self.steps += 1
+
+    def _under(self, path):
+        return [k for k in self.files if k == path or k.startswith(path + "/")]
+
+    def exists(self, path):
+        return bool(self._under(path))
+
+    def delete(self, path):
+        for key in self._under(path):
+            self._step()
+            del self.files[key]
+
+    def rename(self, src, dst):
+        keys = sorted(self._under(src))
+        for key in keys:
+            self._step()
+            self.files[dst + key[len(src):]] = self.files[key]
+        for key in keys:
+            self._step()
+            del self.files[key]
+
+    def write_text(self, path, text):
+        self._step()
+        self.files[path] = text
+
+    def read_text(self, path):
+        if path not in self.files:
+            raise FileNotFoundError(path)
+        return self.files[path]
+
+    def children(self, path):
+        return sorted({path + "/" + k[len(path) + 1:].split("/")[0]
+                       for k in self._under(path) if k != path})
+
+
+def _version_write(fs, version, parts):
+    def write(staging):
+        for i in range(parts):
+            fs.write_text(f"{staging}/reviews/part-{i}", version)
+        fs.write_text(f"{staging}/vocab.txt", version)
+        return {"version": version}
+    return write
+
+
+def _what_readers_see(fs, final):
+    """None (no manifest: refused) or the one version every data object of the folder holds."""
+    manifest = fs.files.get(final + "/" + storage.MANIFEST)
+    if manifest is None:
+        return None
+    version = json.loads(manifest)["version"]
+    data = {k: v for k, v in fs.files.items() if k.startswith(final + "/")
+            and not k.rsplit("/", 1)[1].startswith("_")}
+    assert set(data.values()) == {version}, f"partial output read as complete: {data}"
+    parts = 3 if version == "new" else 2
+    assert sorted(data) == sorted([f"{final}/reviews/part-{i}" for i in range(parts)]
+                                  + [f"{final}/vocab.txt"]), data
+    return version
+
+
+def test_object_store_publish_never_leaves_a_partial_version_at_any_kill():
+    final = "s3a://bucket/out/prepare"
+    assert not storage.renames_atomic(final) and storage.renames_atomic("/tmp/x")
+    clean = CopyDeleteFS()
+    storage.publish_with(clean, final, _version_write(clean, "old", 2), {"stage": "t"}, False)
+    base = dict(clean.files)
+    probe = CopyDeleteFS(base)
+    storage.publish_with(probe, final, _version_write(probe, "new", 3), {"stage": "t"}, False)
+    total = probe.steps
+    seen = set()
+    for kill_at in range(total):
+        fs = CopyDeleteFS(base, kill_at=kill_at)
+        with pytest.raises(Killed):
+            storage.publish_with(fs, final, _version_write(fs, "new", 3), {"stage": "t"}, False)
+        seen.add(_what_readers_see(fs, final))
+        fs.kill_at = None                                     # the rerun, not killed
+        storage.publish_with(fs, final, _version_write(fs, "new", 3), {"stage": "t"}, False)
+        assert _what_readers_see(fs, final) == "new"
+        assert not any(k.startswith(final + storage.STAGING_SUFFIX) or k.endswith(
+            storage.PUBLISHING) for k in fs.files)
+    assert seen == {"old", None, "new"}     # old complete, refused, or new complete
+    # the rename-swap protocol on such a store does leave partial outputs: why it is not used
+    partial = 0
+    for kill_at in range(total):
+        fs = CopyDeleteFS(base, kill_at=kill_at)
+        with pytest.raises(Killed):
+            storage.publish_with(fs, final, _version_write(fs, "new", 3), {"stage": "t"}, True)
+        try:
+            _what_readers_see(fs, final)
+        except AssertionError:
+            partial += 1
+    assert partial > 0

@@ -7,8 +7,8 @@ results table, saved predictions and manifests.
 Output: <run.output_dir>/report/{index.html, report.md, *.png, verdict.json} + _MANIFEST.json.
 
 Up-to-date check: the results folder has no manifest (it is appended to, not published), so its
-files are fingerprinted by path, size and modification time (storage.raw_fingerprints: a new
-results row or predictions file changes it). The manifests read are folded into config_hash
+files are fingerprinted by path, size, modification time and a hash of their first and last
+MiB (storage.raw_fingerprints: a new results row or predictions file changes it). The manifests read are folded into config_hash
 together with the whole resolved config (the report shows it), so a rerun after any new run,
 stage output or config change rebuilds the report, and otherwise skips.
 """

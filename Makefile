@@ -87,8 +87,12 @@ SPARK_MASTER ?=
 CONF ?= conf/cluster.yaml
 ARGS ?=
 # The driver runs the venv's Python (pip pyspark's spark-submit finds SPARK_HOME through it).
+# The driver JVM logs to out/logs/ (starscale's log4j2 file) until the job moves it to the run's log.
+DRIVER_LOG_OPTS := -Dlog4j2.configurationFile=file:$(abspath lib/starscale/log4j2.properties) \
+	-Dstarscale.log=$(abspath out/logs/spark-submit-driver.log)
 full-data-train: setup package
 	PYSPARK_DRIVER_PYTHON=$(BIN)/python $(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
+		--driver-java-options "$(DRIVER_LOG_OPTS)" \
 		--py-files dist/starscale.zip jobs/experiment.py --conf $(CONF) $(ARGS)
 
 # DIST / PACKAGE_BUILD: where the zip and its staging folder go (tests build into their own).

@@ -55,8 +55,13 @@ class RunLog:
     verbose: bool
 
     @property
+    def console_level(self) -> str:
+        return "WARN" if self.verbose else "OFF"
+
+    @property
     def java_options(self) -> str:
-        return f"-Dlog4j2.configurationFile=file:{self.log4j_conf} -Dstarscale.log={self.path}"
+        return (f"-Dlog4j2.configurationFile=file:{self.log4j_conf} -Dstarscale.log={self.path} "
+                f"-Dstarscale.console={self.console_level}")
 
 
 _ACTIVE: RunLog | None = None
@@ -83,10 +88,9 @@ def open_run_log(stage: str, output_dir: str, verbose_: bool = False) -> RunLog:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     path = os.path.join(folder, f"{stage}-{stamp}-{os.getpid()}.log")
     conf = os.path.join(folder, f".log4j2-{os.getpid()}.properties")
-    template = (resources.files("starscale") / LOG4J_TEMPLATE).read_text()
-    console = "WARN" if verbose_ else "OFF"
+    # a copy on disk: inside a --py-files zip the shipped file is no path the JVM can open
     with open(conf, "w") as out:
-        out.write(template.replace("@CONSOLE_LEVEL@", console))
+        out.write((resources.files("starscale") / LOG4J_TEMPLATE).read_text())
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                            "%y/%m/%d %H:%M:%S"))
@@ -111,6 +115,7 @@ def reconfigure_jvm_log(spark) -> None:
     jvm = spark._jvm
     try:
         jvm.System.setProperty("starscale.log", run_log.path)
+        jvm.System.setProperty("starscale.console", run_log.console_level)
         jvm.org.apache.logging.log4j.core.config.Configurator.reconfigure(
             jvm.java.net.URI.create(f"file:{run_log.log4j_conf}"))
     except Exception as exc:            # noqa: BLE001 — a log setting never fails a run

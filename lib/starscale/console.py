@@ -56,7 +56,7 @@ class RunLog:
 
     @property
     def console_level(self) -> str:
-        return "WARN" if self.verbose else "OFF"
+        return "INFO" if self.verbose else "OFF"
 
     @property
     def java_options(self) -> str:

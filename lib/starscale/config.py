@@ -83,7 +83,7 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     inputs: list[str]                    # files, dirs or globs; empty: the synthetic corpus
-    format: Literal["tsv", "jsonl"]
+    format: Literal["tsv", "jsonl", "parquet"]
     max_rejected_share: float = _f(**rng(0, 1))
 
 

@@ -119,11 +119,11 @@ UI_VENV := .venv-ui
 MLFLOW_PORT ?= 5000
 TENSORBOARD_PORT ?= 6006
 mlflow-ui-setup: $(UI_VENV)/.installed
-$(UI_VENV)/.installed: requirements/ui.txt
+$(UI_VENV)/.installed: requirements/ui.txt requirements/ui-constraints.txt
 	@command -v $(PY) >/dev/null || { echo "make mlflow-ui: $(PY) not found"; exit 1; }
 	@test -x $(UI_VENV)/bin/python || $(PY) -m venv $(UI_VENV)
 	$(UI_VENV)/bin/pip install -q pip==24.3.1
-	$(UI_VENV)/bin/pip install -q -r requirements/ui.txt
+	$(UI_VENV)/bin/pip install -q -c requirements/ui-constraints.txt -r requirements/ui.txt
 	@touch $@
 mlflow-ui: mlflow-ui-setup
 	@test -d $(RUN_DIR)/mlruns || { echo "make mlflow-ui: $(RUN_DIR)/mlruns not found (run make demo, or RUN_DIR=<run.output_dir>)"; exit 1; }

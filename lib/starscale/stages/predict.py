@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from starscale import layout, model_store, storage
+from starscale import encode, layout, model_store, storage
 from starscale.ingest import QUARANTINE_SCHEMA
 from starscale.config import Config
 
@@ -118,11 +118,10 @@ def cleaned(reviews: DataFrame, remove_stopwords: bool, lemmatize: bool) -> Data
 # --------------------------------------------------------------------------- scoring
 def score_lr(spark, reviews: DataFrame, model_dir: str, encode_dir: str | None) -> DataFrame:
     """review_id, star, text → review_id, star, pred_star, proba with a saved LR model."""
-    from pyspark.ml import PipelineModel
     model = model_store.load_lr(spark, model_dir)
     score = model.predictor
-    tfidf = PipelineModel.load(layout.join(model.manifest.get("encode_dir") or encode_dir,
-                                           layout.TFIDF_MODEL))
+    tfidf = encode.load_tfidf_model(layout.join(model.manifest.get("encode_dir") or encode_dir,
+                                                layout.TFIDF_MODEL))
     features = tfidf.transform(
         reviews.select("review_id", "star", F.coalesce(F.col("text"), F.lit("")).alias("text")))
     # label is only carried along; the scorers never read it

@@ -135,7 +135,8 @@ def test_error_line_of_a_failed_rank_and_of_an_experiment_step():
                         "Traceback (most recent call last): ...")
     assert console.error_line("train-lstm", rank) == \
         "starscale train-lstm: training failed: rank 1: ConnectionResetError: peer gone"
-    step = console.StageFailed("train-lstm", "lstm/600_none", rank)
+    step = console.tag_stage(rank, "train-lstm", "lstm/600_none")
+    assert isinstance(step, RuntimeError)
     assert console.error_line("experiment", step, "L") == \
         "starscale train-lstm: training failed: rank 1: ConnectionResetError: peer gone; log: L"
     java = FakePy4JJavaError(FakeJavaException(

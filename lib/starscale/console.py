@@ -10,8 +10,8 @@ Spark's and Horovod's child processes, which inherit it). ``--verbose`` keeps Sp
 libraries' own console output.
 
 ``error_line`` turns any exception (ValueError, OSError, a failed rank, a Py4JJavaError from the
-JVM) into ``starscale <stage>: <what> (<file, key or rank>); log: <path>``; ``StageFailed``
-carries the stage of an experiment step that failed. ``live`` draws one redrawn line with Spark's
+JVM) into ``starscale <stage>: <what> (<file, key or rank>); log: <path>``; ``tag_stage``
+records on an exception the experiment step that raised it. ``live`` draws one redrawn line with Spark's
 task progress, rate and ETA while a stage runs, on a terminal only.
 """
 from __future__ import annotations
@@ -137,12 +137,17 @@ def close_run_log() -> None:
 
 
 # --------------------------------------------------------------------------------- errors
-class StageFailed(Exception):
-    """An experiment step's exception with the stage (and cell) it came from."""
+STAGE_ATTR = "starscale_stage"
 
-    def __init__(self, stage: str, cell: str, cause: BaseException):
-        super().__init__(f"{stage} {cell}".strip() + f": {cause}")
-        self.stage, self.cell, self.cause = stage, cell, cause
+
+def tag_stage(exc: BaseException, stage: str, cell: str = "") -> BaseException:
+    """Record on an exception which experiment step raised it (type and traceback kept, so
+    callers that catch ValueError still do); error_line names that stage."""
+    try:
+        setattr(exc, STAGE_ATTR, (stage, cell))
+    except AttributeError:              # an exception type without a __dict__: no stage then
+        pass
+    return exc
 
 
 HDFS_HINT = ("conf/cluster.yaml expects HDFS paths and a cluster (spark-submit --master yarn "
@@ -176,8 +181,6 @@ def _strip_java_class(text: str) -> str:
 def describe(exc: BaseException) -> tuple[str, str]:
     """(what went wrong, where: file, key or rank — '' when the message already says) for any
     exception a stage can raise; for Java errors, from the exception chain's messages."""
-    if isinstance(exc, StageFailed):
-        return describe(exc.cause)
     java = _java_messages(exc)
     texts = java or [str(exc)]
     joined = "\n".join(texts)
@@ -215,8 +218,7 @@ def _match(pattern: str, text: str) -> str:
 
 def error_line(stage: str, exc: BaseException, log_path: str | None = None) -> str:
     """'starscale <stage>: <what> (<where>); log: <path>' on one line."""
-    if isinstance(exc, StageFailed):
-        stage = exc.stage
+    stage = getattr(exc, STAGE_ATTR, (stage, ""))[0]
     what, where = describe(exc)
     what = re.sub(rf"^{re.escape(stage)}:\s*", "", what)   # 'train-lstm: training failed: ...'
     line = f"starscale {stage}: {what}" + (f" ({where})" if where and where not in what else "")

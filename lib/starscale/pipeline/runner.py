@@ -92,8 +92,9 @@ def _run_steps(spark, cfg: Config, steps: list[plan_.Step], forced: set[str],
                 else:
                     summary, manifest = _run_step(spark, step, is_forced)
                     status = "skipped" if summary.get("skipped") else "ran"
-        except Exception as exc:     # noqa: BLE001 — the CLI prints it as one line with the stage
-            raise console.StageFailed(step.stage, step.cell, exc) from exc
+        except Exception as exc:     # noqa: BLE001 — the CLI's one-line error names the stage
+            console.tag_stage(exc, step.stage, step.cell)
+            raise
         if row is not None:
             runs.append(row)
             if tracker is not None:

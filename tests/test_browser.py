@@ -5,6 +5,8 @@ MLflow UI's venv are missing; .ci/run installs all three."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -106,8 +108,9 @@ def test_mlflow_ui_lists_the_runs(tmp_path, chromium):
     tracker, run_names = _tiny_store(tmp_path)
     port = browser.free_port()
     server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracker.uri,
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)     # its gunicorn workers: one group
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -131,5 +134,5 @@ def test_mlflow_ui_lists_the_runs(tmp_path, chromium):
             " && ".join(f"t.includes({json.dumps(n)})" for n in run_names), timeout_s=90)
         assert listed, chromium.run("return document.body.innerText")[:2000]
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)               # mlflow ui and its gunicorn
         server.wait(timeout=30)

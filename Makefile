@@ -17,7 +17,7 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup setup-gpu constraints doctor test demo full-data-train package gpu-smoke bench bench-scale cluster-up cluster-down clean help
+.PHONY: setup setup-gpu constraints doctor test demo full-data-train package gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
 help:
 	@echo "make setup | doctor | test | demo [DATA=real] | package | clean"
 
@@ -87,8 +87,12 @@ SPARK_MASTER ?=
 CONF ?= conf/cluster.yaml
 ARGS ?=
 # The driver runs the venv's Python (pip pyspark's spark-submit finds SPARK_HOME through it).
+# The driver JVM logs to out/logs/ (starscale's log4j2 file) until the job moves it to the run's log.
+DRIVER_LOG_OPTS := -Dlog4j2.configurationFile=file:$(abspath lib/starscale/log4j2.properties) \
+	-Dstarscale.log=$(abspath out/logs/spark-submit-driver.log)
 full-data-train: setup package
 	PYSPARK_DRIVER_PYTHON=$(BIN)/python $(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
+		--driver-java-options "$(DRIVER_LOG_OPTS)" \
 		--py-files dist/starscale.zip jobs/experiment.py --conf $(CONF) $(ARGS)
 
 # DIST / PACKAGE_BUILD: where the zip and its staging folder go (tests build into their own).
@@ -104,6 +108,30 @@ package: setup
 
 clean:
 	rm -rf out build dist report spark-warehouse .pytest_cache
+
+# Tracking UIs, bound to 127.0.0.1. RUN_DIR: the experiment's run.output_dir (make demo: out/demo).
+# mlflow-ui: the full MLflow server from its own venv (.venv-ui, requirements/ui.txt says why)
+# on the file store the experiment writes (<RUN_DIR>/mlruns): runs, params, per-epoch LSTM
+# metrics (epoch.loss, epoch.val_loss, ... as steps), the model and report as artifacts.
+# tensorboard: rank 0's LSTM logs, one run per cell (<RUN_DIR>/checkpoints/lstm/<cell>/tensorboard).
+RUN_DIR ?= out/demo
+UI_VENV := .venv-ui
+MLFLOW_PORT ?= 5000
+TENSORBOARD_PORT ?= 6006
+mlflow-ui-setup: $(UI_VENV)/.installed
+$(UI_VENV)/.installed: requirements/ui.txt requirements/ui-constraints.txt
+	@command -v $(PY) >/dev/null || { echo "make mlflow-ui: $(PY) not found"; exit 1; }
+	@test -x $(UI_VENV)/bin/python || $(PY) -m venv $(UI_VENV)
+	$(UI_VENV)/bin/pip install -q pip==24.3.1
+	$(UI_VENV)/bin/pip install -q -c requirements/ui-constraints.txt -r requirements/ui.txt
+	@touch $@
+mlflow-ui: mlflow-ui-setup
+	@test -d $(RUN_DIR)/mlruns || { echo "make mlflow-ui: $(RUN_DIR)/mlruns not found (run make demo, or RUN_DIR=<run.output_dir>)"; exit 1; }
+	$(UI_VENV)/bin/mlflow ui --backend-store-uri file:$(abspath $(RUN_DIR))/mlruns \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
+tensorboard: setup
+	@test -d $(RUN_DIR)/checkpoints/lstm || { echo "make tensorboard: $(RUN_DIR)/checkpoints/lstm not found (run make demo, or RUN_DIR=<run.output_dir>)"; exit 1; }
+	$(BIN)/tensorboard --logdir $(RUN_DIR)/checkpoints/lstm --host 127.0.0.1 --port $(TENSORBOARD_PORT)
 
 # One short GPU check (issue 4/6): one epoch on 200k synthetic rows on one GPU, samples/s and
 # the LSTM kernel in use. On a CPU machine: make gpu-smoke GPU_SMOKE_ARGS="--rows 2000".

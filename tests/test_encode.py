@@ -269,7 +269,6 @@ def test_ladder_quota_from_manifest():
 
 def test_encode_stage_end_to_end(spark, config_factory):
     from sklearn.utils.class_weight import compute_class_weight
-    from pyspark.ml import PipelineModel
     from starscale.stages import encode as stage
 
     cfg = config_factory("ladder.sizes=[8, full]", "sample.size=8", "sample.method=random_over",
@@ -317,7 +316,7 @@ def test_encode_stage_end_to_end(spark, config_factory):
     assert manifest["class_weights_balanced"] == pytest.approx(
         {str(c): w for c, w in zip(np.unique(labels), expected_w)})
 
-    model = PipelineModel.load(out + "/tfidf_model")
+    model = encode.load_tfidf_model(out + "/tfidf_model")
     terms = model.stages[-3].vocabulary
     assert not any(w in t for t in terms for w in ("outsider", "valword", "testword"))
     assert manifest["tfidf_features"] == len(terms)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 
+from starscale import console
 from starscale.config import load_config
 from starscale.pipeline.runner import STAGES, run_stage
 
@@ -31,18 +33,44 @@ def _parser(stage: str | None = None) -> argparse.ArgumentParser:
                         help="recompute even when the published output's manifest matches; "
                              "`experiment --force STAGE` recomputes STAGE for every cell (and "
                              "what depends on it), bare --force every stage")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Spark's, TensorFlow's and the libraries' own output and "
+                             "full tracebacks on the terminal (they always go to the run's log)")
+    if stage == "experiment":
+        parser.add_argument("--plan", action="store_true",
+                            help="print the steps, which are up to date (skipped) and an estimate "
+                                 "per step, then stop; starts no Spark job")
     return parser
 
 
 def job_main(stage: str, argv: list[str] | None = None) -> dict:
     """Entry point of jobs/<stage>.py (spark-submit) and of `python -m starscale <stage>`."""
     args = _parser(stage).parse_args(argv)
+    console.quiet_native_libraries(args.verbose)      # before anything imports TensorFlow
     try:
         cfg = load_config(args.conf, args.overrides)
     except ValueError as exc:
         print(f"starscale {stage}: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    summary = run_stage(stage, cfg, force=force_value(stage, args.force))
+    if getattr(args, "plan", False):
+        from starscale.pipeline import estimate
+        print(estimate.plan_text(estimate.estimate(cfg, force_value(stage, args.force))))
+        return {}
+    run_log = console.open_run_log(stage, cfg.run.output_dir, args.verbose)
+    print(f"[{stage}] log: {run_log.path}", flush=True)
+    try:
+        summary = run_stage(stage, cfg, force=force_value(stage, args.force))
+    except (Exception, KeyboardInterrupt) as exc:      # noqa: BLE001 — every failure: one line
+        console.LOGGER.error("starscale %s failed", stage, exc_info=exc)
+        if args.verbose:
+            traceback.print_exception(exc)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        line = (f"starscale {stage}: interrupted; log: {run_log.path}" if interrupted
+                else console.error_line(stage, exc, run_log.path))
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(130 if interrupted else 1) from None
+    finally:
+        console.close_run_log()
     if stage != "experiment":            # the experiment prints its own table and report path
         print(json.dumps(_brief(summary), indent=2, default=str))
     return summary

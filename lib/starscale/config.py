@@ -83,7 +83,7 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     inputs: list[str]                    # files, dirs or globs; empty: the synthetic corpus
-    format: Literal["tsv", "jsonl"]
+    format: Literal["tsv", "jsonl", "parquet"]
     max_rejected_share: float = _f(**rng(0, 1))
 
 
@@ -582,7 +582,19 @@ def load_config(conf_files: list[str] | None = None, overrides: list[str] | None
     for item in overrides or []:
         keys, value = parse_set(item)
         _apply_set(data, keys, value, item)
+    _spark_conf_strings(data)
     return _build(Config, data, "")
+
+
+def _spark_conf_strings(data: dict) -> None:
+    """spark.conf values as Spark reads them: YAML's true/false (from a file or --set
+    spark.conf.spark.eventLog.enabled=true) become "true"/"false"; numbers are str()'d by the
+    type check. Other values (null, lists) stay and are refused there with the full key."""
+    conf = (data.get("spark") or {}).get("conf") if isinstance(data.get("spark"), dict) else None
+    if isinstance(conf, dict):
+        for key, value in conf.items():
+            if isinstance(value, bool):
+                conf[key] = "true" if value else "false"
 
 
 def section_from_dict(cls: type, data: dict, path: str) -> Any:

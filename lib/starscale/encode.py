@@ -258,6 +258,70 @@ def tfidf_pipeline(ngram_max: int, num_features: int, hashed: bool, text_col: st
     return Pipeline(stages=stages)
 
 
+# The fitted IDF's weights are saved beside the pipeline, not by Spark's IDFModel writer: that
+# writer makes a one-row DataFrame from a local Seq (idf + docFreq: 16 bytes per feature), so
+# the row travels inside the task that writes it: a 16,730 KiB task at 2**20 hashed features
+# (issue 16; TaskSetManager's "task of very large size"), growing with num_features towards
+# spark.rpc.message.maxSize. Written with pyarrow from the driver instead, no task carries it.
+TFIDF_PIPELINE = "pipeline"        # the fitted stages without the IDF (small: no weights)
+TFIDF_IDF = "idf.npy"              # the IDF weights, float64, one per feature
+TFIDF_IDF_META = "idf.json"        # uid, columns, numDocs, minDocFreq, position in the pipeline
+
+
+def save_tfidf_model(model, path: str) -> None:
+    """Save a fitted tfidf_pipeline model under path: pipeline/ (Spark's writer, IDF left out),
+    idf.npy and idf.json (through storage, from the driver). load_tfidf_model reads it back."""
+    import io
+    import json
+
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import IDFModel
+
+    from starscale import storage
+    stages = list(model.stages)
+    (at,) = [i for i, stage in enumerate(stages) if isinstance(stage, IDFModel)]
+    idf = stages[at]
+    PipelineModel(stages[:at] + stages[at + 1:]).write().save(f"{path}/{TFIDF_PIPELINE}")
+    weights = io.BytesIO()
+    np.save(weights, idf.idf.toArray().astype(np.float64))
+    storage.write_bytes(f"{path}/{TFIDF_IDF}", weights.getvalue())
+    meta = {"uid": idf.uid, "position": at, "numDocs": int(idf.numDocs),
+            "inputCol": idf.getInputCol(), "outputCol": idf.getOutputCol(),
+            "minDocFreq": int(idf.getMinDocFreq())}
+    storage.write_bytes(f"{path}/{TFIDF_IDF_META}", json.dumps(meta).encode())
+
+
+def load_tfidf_model(path: str):
+    """The PipelineModel save_tfidf_model wrote (or, for an older encode output, the one
+    Spark's own writer wrote at path). The IDF weights reach the JVM pickled (SerDe), as
+    pyspark.mllib passes vectors; its docFreq (only a record of the fit) is left empty."""
+    import io
+    import json
+
+    from pyspark import SparkContext
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import IDFModel
+    from pyspark.mllib.common import _py2java
+    from pyspark.mllib.linalg import DenseVector
+
+    from starscale import storage
+    meta_bytes = storage.read_bytes(f"{path}/{TFIDF_IDF_META}")
+    if meta_bytes is None:
+        return PipelineModel.load(path)
+    meta = json.loads(meta_bytes)
+    weights = np.load(io.BytesIO(storage.read_bytes(f"{path}/{TFIDF_IDF}")))
+    sc = SparkContext._active_spark_context
+    jvm = sc._jvm
+    old = jvm.org.apache.spark.mllib.feature.IDFModel(
+        _py2java(sc, DenseVector(weights)), sc._gateway.new_array(jvm.long, 0), meta["numDocs"])
+    java_idf = jvm.org.apache.spark.ml.feature.IDFModel(meta["uid"], old)
+    java_idf.setInputCol(meta["inputCol"]).setOutputCol(meta["outputCol"])
+    java_idf.set(java_idf.minDocFreq(), meta["minDocFreq"])
+    stages = list(PipelineModel.load(f"{path}/{TFIDF_PIPELINE}").stages)
+    stages.insert(meta["position"], IDFModel._from_java(java_idf))
+    return PipelineModel(stages)
+
+
 def sklearn_tfidf_kwargs(ngram_max: int, max_features: int) -> dict:
     """Keyword arguments of sklearn.feature_extraction.text.TfidfVectorizer matching
     tfidf_pipeline(ngram_max, max_features, hashed=False), for parity runs.

@@ -4,6 +4,7 @@ Pure DataFrame functions; the stage (starscale.stages.ingest) lists files, reads
 lines, collects the tiny per-split aggregates and writes the tables. The flow:
 
     tag_lines(spark.read.text(files, lineSep="\\n"))     value, file_path, block_start, row_id
+      (Parquet edition: tag_lines(parquet_lines(spark.read.parquet(*files))), rows as lines)
     split_stats(lines)                                   one row per (file, split): tiny
     line_offsets(stats)                                  driver: lines before each split
     number_lines(lines, offsets)                         source_file, file_order, line_no, value
@@ -147,6 +148,34 @@ def tag_lines(text_lines: DataFrame) -> DataFrame:
         F.col("_metadata.file_block_start").alias("block_start"),
         F.monotonically_increasing_id().alias("row_id"),
     )
+
+
+def parquet_lines(rows: DataFrame) -> DataFrame:
+    """Rows of the amazon_reviews_us Parquet edition → value, _metadata for tag_lines.
+
+    Each row becomes the line the TSV edition would hold: the 15 TSV columns as strings (dates
+    yyyy-MM-dd, null as empty), joined by tabs; product_category is the column when the files
+    have it, else the ``product_category=<name>`` partition folder. classify_tsv then applies
+    every TSV rule unchanged (a tab inside a field is field_count, as it is in the TSV; a null
+    star is bad_star, a null body empty_body), and line_no is the row's 1-based position in its
+    file, so lines = accepted + rejected holds per file as for text. Extra columns (year) are
+    ignored; a missing one is a ValueError.
+    """
+    names = set(rows.columns)
+    missing = [c for c in TSV_COLUMNS if c not in names and c != "product_category"]
+    if missing:
+        raise ValueError(f"Parquet input lacks the amazon_reviews_us columns {missing}; found "
+                         f"{sorted(names)}")
+    from_path = F.regexp_extract(F.col("_metadata.file_path"), r"product_category=([^/]+)", 1)
+    category = (F.coalesce(F.col("product_category").cast("string"), from_path)
+                if "product_category" in names else from_path)
+
+    def text(name: str) -> Column:
+        column = category if name == "product_category" else F.col(name).cast("string")
+        return F.coalesce(column, F.lit(""))      # concat_ws would drop a null, not keep a field
+
+    return rows.select(F.concat_ws("\t", *[text(c) for c in TSV_COLUMNS]).alias("value"),
+                       F.col("_metadata"))
 
 
 def split_stats(lines: DataFrame) -> DataFrame:

@@ -170,10 +170,13 @@ def check_tfidf_pipeline(spark, folder: str) -> None:
 
 
 def load_tfidf_pipeline(spark, folder: str):
-    """The encode stage's fitted TF-IDF PipelineModel, after check_tfidf_pipeline."""
-    from pyspark.ml import PipelineModel
-    check_tfidf_pipeline(spark, folder)
-    return PipelineModel.load(folder)
+    """The encode stage's fitted TF-IDF PipelineModel (encode.load_tfidf_model: the IDF weights
+    beside the pipeline, or Spark's own layout from older encode outputs), after
+    check_tfidf_pipeline on the saved stages."""
+    from starscale import encode
+    split_idf = storage.read_bytes(layout.join(folder, encode.TFIDF_IDF_META)) is not None
+    check_tfidf_pipeline(spark, layout.join(folder, encode.TFIDF_PIPELINE) if split_idf else folder)
+    return encode.load_tfidf_model(folder)
 
 
 def cached_lstm(model_file: str):

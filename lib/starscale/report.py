@@ -716,7 +716,8 @@ def _config_section(page: _Page, ordered: pd.DataFrame, table: pd.DataFrame,
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px;
+        display: block; max-width: 100%; overflow-x: auto; }  /* wide tables scroll, the page does not */
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }

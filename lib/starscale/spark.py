@@ -24,7 +24,10 @@ def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
     local[2] or spark://host:7077 is used as given. The executors' Python is spark_cfg.python,
     or this interpreter, so that local mode never picks up a system Python without our deps.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
+
+    from starscale import console
 
     python = executor_python(spark_cfg.python) or sys.executable
     # pyspark takes the executors' interpreter from $PYSPARK_PYTHON when the SparkContext starts
@@ -40,8 +43,21 @@ def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
         builder = builder.master(spark_cfg.master)
     if spark_cfg.python:
         builder = builder.config("spark.pyspark.python", python)
-    for key, value in spark_cfg.conf.items():
+    # Spark's console progress bars are off (starscale draws its own line, console.live);
+    # the config may turn them back on.
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    run_log = console.active()
+    conf = dict(spark_cfg.conf)
+    if run_log is not None:
+        # The driver JVM logs to the run's log file (read when the JVM starts: python -m).
+        options = conf.get("spark.driver.extraJavaOptions", "")
+        conf["spark.driver.extraJavaOptions"] = f"{options} {run_log.java_options}".strip()
+    # spark-submit started the JVM before our code ran: its log is reconfigured at runtime.
+    jvm_was_running = SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if run_log is not None and jvm_was_running:
+        console.reconfigure_jvm_log(spark)
     spark.sparkContext.setLogLevel(spark_cfg.log_level)
     return spark

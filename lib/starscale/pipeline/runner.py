@@ -15,7 +15,7 @@ import importlib
 import time
 from typing import Any
 
-from starscale import layout, results, storage
+from starscale import console, layout, results, storage
 from starscale.config import Config
 from starscale.pipeline import plan as plan_
 from starscale.pipeline.tracking import Tracker
@@ -83,17 +83,22 @@ def _run_steps(spark, cfg: Config, steps: list[plan_.Step], forced: set[str],
         output = storage.qualify(layout.stage_output(step.stage, step.cfg))
         step_start = time.time()
         is_forced = step.stage in forced
-        note = None
-        if step.stage in TRAINERS:
-            summary, manifest, row, status, note = _trained_row(spark, step, results_dir,
-                                                                is_forced)
-            if row is not None:
-                runs.append(row)
-                if tracker is not None:
-                    tracker.log_run(row, output)
-        else:
-            summary, manifest = _run_step(spark, step, is_forced)
-            status = "skipped" if summary.get("skipped") else "ran"
+        note = row = None
+        try:
+            with console.live(spark, f"{step.stage} {step.cell}".strip()):
+                if step.stage in TRAINERS:
+                    summary, manifest, row, status, note = _trained_row(spark, step, results_dir,
+                                                                        is_forced)
+                else:
+                    summary, manifest = _run_step(spark, step, is_forced)
+                    status = "skipped" if summary.get("skipped") else "ran"
+        except Exception as exc:     # noqa: BLE001 — the CLI's one-line error names the stage
+            console.tag_stage(exc, step.stage, step.cell)
+            raise
+        if row is not None:
+            runs.append(row)
+            if tracker is not None:
+                tracker.log_run(row, output)
         if step.stage == "report":
             report_manifest = manifest or {}
         seconds = time.time() - step_start

@@ -45,6 +45,25 @@ def mlflow_params(row: Mapping[str, Any]) -> dict[str, str]:
         if (key in IDENTITY_KEYS or "." in key) and present(value):
             out[key] = str(value)[:MAX_PARAM_CHARS]
     return out
+def epoch_metrics(manifest: Mapping[str, Any] | None) -> list[tuple[str, int, float]]:
+    """(name, epoch, value) of a trained LSTM's per-epoch history (its model manifest's
+    'history': loss, val_loss, ... per epoch) as MLflow steps, named 'epoch.<key>' so they never
+    mix with the test metrics; non-finite values dropped."""
+    out = []
+    for key, values in sorted(((manifest or {}).get("history") or {}).items()):
+        for epoch, value in enumerate(values or []):
+            if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                out.append((f"epoch.{key}", epoch, float(value)))
+    return out
+
+
+def _model_manifest(model_output: str) -> dict | None:
+    try:
+        return storage.read_manifest_local(model_output)
+    except (ValueError, OSError):
+        return None
+
+
 class Tracker:
     """Logs results rows as MLflow runs: params, metrics, the model folder and the report.
 
@@ -106,6 +125,8 @@ class Tracker:
         now = int(time.time() * 1000)
         params = [Param(k, v) for k, v in sorted(mlflow_params(row).items())]
         metrics = [Metric(k, v, now, 0) for k, v in sorted(mlflow_metrics(row).items())]
+        metrics += [Metric(k, v, now, step) for k, step, v in epoch_metrics(
+            _model_manifest(model_output))]
         for i in range(0, len(params), 100):       # MLflow's batch limit is 100 params
             self.client.log_batch(run.info.run_id, params=params[i:i + 100])
         for i in range(0, len(metrics), 500):

@@ -103,7 +103,7 @@ def write_features(spark, staging: str, fit_rows: DataFrame, sampled: DataFrame,
     pipeline = encode.tfidf_pipeline(ecfg.tfidf_ngram_max, ecfg.tfidf_features,
                                      ecfg.tfidf_hashed)
     model = pipeline.fit(fit_rows)
-    model.write().save(staging + "/tfidf_model")
+    encode.save_tfidf_model(model, staging + "/tfidf_model")
     to_score = (_labelled(sampled, "train", F.col("weight"))
                 .unionByName(_labelled(reviews.where(F.col("split") == "validation"),
                                        "validation", F.lit(1.0)))

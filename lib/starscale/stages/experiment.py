@@ -20,9 +20,6 @@ from __future__ import annotations
 from starscale.config import Config
 from starscale.pipeline import runner
 
-# Spark's console progress bar for the data stages; spark-defaults or the config may say otherwise.
-SPARK_CONF_DEFAULTS = {"spark.ui.showConsoleProgress": "true"}
-
 
 def run(spark, cfg: Config, force: bool | str = False) -> dict:
     """Run every step of the grid; return {report, verdict, steps, runs, ...}."""

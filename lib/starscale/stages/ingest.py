@@ -1,4 +1,5 @@
-"""Stage ingest: raw amazon_reviews_us TSV or McAuley JSON lines → ingest/{reviews,quarantine}.
+"""Stage ingest: raw amazon_reviews_us TSV (or its Parquet edition) or McAuley JSON lines →
+ingest/{reviews,quarantine}.
 
 Input: ``ingest.inputs`` (files, folders, globs, read in the order given, each pattern's files
 sorted by path; a file named twice is read once) or, when empty, the make-corpus output.
@@ -125,7 +126,10 @@ def build_classified(spark, files: list[str], fmt: str):
     header (reading only line 1), then runs job 1 (per-split line counts, a tiny result)."""
     if fmt == "tsv":
         check_headers(spark, files)
-    lines = ingest.tag_lines(ingest.read_raw_lines(spark, files))
+    if fmt == "parquet":        # the Parquet edition: each row as the TSV line it would be
+        lines = ingest.tag_lines(ingest.parquet_lines(spark.read.parquet(*files)))
+    else:
+        lines = ingest.tag_lines(ingest.read_raw_lines(spark, files))
     order = {path: i for i, path in enumerate(files)}
     stats = []
     for row in ingest.split_stats(lines).collect():
@@ -146,8 +150,8 @@ def build_classified(spark, files: list[str], fmt: str):
          for r in ingest.line_offsets(stats)],
         ingest.OFFSETS_SCHEMA)
     numbered = ingest.number_lines(lines, offsets)
-    classified = (ingest.classify_tsv(numbered) if fmt == "tsv"
-                  else ingest.classify_jsonl(numbered))
+    classified = (ingest.classify_jsonl(numbered) if fmt == "jsonl"
+                  else ingest.classify_tsv(numbered))
     return classified, lines_per_file
 
 
@@ -161,7 +165,7 @@ def build_outcomes(spark, files: list[str], fmt: str):
     n_repeated = repeated.count()
     marked = ingest.mark_duplicates(classified, repeated,
                                     broadcast=n_repeated <= BROADCAST_MAX_IDS)
-    outcomes = ingest.finish_tsv(marked) if fmt == "tsv" else ingest.finish_jsonl(marked)
+    outcomes = ingest.finish_jsonl(marked) if fmt == "jsonl" else ingest.finish_tsv(marked)
     return outcomes, (classified, repeated), lines_per_file
 
 

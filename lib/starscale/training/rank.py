@@ -320,7 +320,9 @@ def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_ra
                                   state.get("history") if state else None)]
     if args.hooks.epoch_sleep_s:
         callbacks.append(cb.Sleep(float(args.hooks.epoch_sleep_s), watchdog))
-    return callbacks, best
+    from starscale.training import tensorboard
+    board = tensorboard.callback(args.ckpt_dir, rank)      # rank 0: epoch scalars
+    return callbacks + ([board] if board is not None else []), best
 
 
 def fit(model, train_ds, callbacks, best, watchdog: Watchdog, *, state: dict | None,

@@ -30,10 +30,9 @@ def tf_batch_logs(callback):
 class Progress(_keras_callback()):
     """Heartbeats for the watchdog; remembers the current epoch and batch."""
 
-    _supports_tf_logs = True             # reads no logs: no per-batch conversion to numpy
-
     def __init__(self, watchdog: Watchdog):
         super().__init__()
+        self._supports_tf_logs = True    # reads no logs: no per-batch conversion to numpy
         self.watchdog = watchdog
         self.epoch = 0
 
@@ -98,10 +97,9 @@ class NanGuard(_keras_callback()):
     message exactly. Every rank checks at the same batches and, after a NaN step, every rank's
     bias is NaN (the allreduced gradient is NaN everywhere), so all ranks stop together."""
 
-    _supports_tf_logs = True             # batch logs stay tensors: Keras does not sync for us
-
     def __init__(self, rank: int, ckpt_dir: str, epoch_of, check_every: int = 100):
         super().__init__()
+        self._supports_tf_logs = True    # batch logs stay tensors: Keras does not sync for us
         self.rank, self.ckpt_dir, self.epoch_of = rank, ckpt_dir, epoch_of
         self.check_every = max(1, int(check_every))
         self._first_bad = None

@@ -355,3 +355,16 @@ def test_executors_import_the_stack_from_the_full_archive(one_worker_cluster, tm
     rows = _submit_show_python(cfg, url, Path(os.environ["STARSCALE_ENV_ARCHIVE"]).resolve(),
                                tmp_path, ", tensorflow, horovod, pyarrow")
     _assert_from_archive(rows, cfg.run_dir)
+
+
+def test_gpu_reference_imports_torch_only_inside_main_and_exits_0_here():
+    import ast
+    source = (REPO / "bench" / "gpu_reference.py").read_text()
+    top = [a.name for node in ast.parse(source).body if isinstance(node, ast.Import)
+           for a in node.names] + [node.module for node in ast.parse(source).body
+                                   if isinstance(node, ast.ImportFrom)]
+    assert "torch" not in top
+    proc = subprocess.run([sys.executable, "bench/gpu_reference.py", "--out", "/nonexistent/x"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "nothing measured" in proc.stdout          # no torch / no CUDA on this machine

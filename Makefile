@@ -17,7 +17,7 @@ CONF ?= conf/cluster.yaml$(if $(filter 1,$(GPU)), conf/gpu.yaml)
 USE_GPU := $(if $(or $(filter 1,$(GPU)),$(findstring gpu.yaml,$(CONF))),1)
 VENV_GPU := .venv-gpu
 GPU_REQS := requirements/common.txt requirements/gpu.txt requirements/horovod.txt requirements/dev.txt \
-	setup.py
+	requirements/constraints.txt setup.py
 GPU_STAMP := $(VENV_GPU)/.setup-gpu-$(shell cat $(GPU_REQS) | sha256sum | cut -c1-16)
 STACK_SETUP := $(if $(USE_GPU),setup-gpu,setup)
 STACK_BIN := $(if $(USE_GPU),$(abspath $(VENV_GPU))/bin,$(BIN))
@@ -62,12 +62,12 @@ $(GPU_STAMP): $(GPU_REQS)
 	@command -v $(PY) >/dev/null || { echo "make setup-gpu: $(PY) not found (starscale needs Python 3.11)"; exit 1; }
 	@test -x $(VENV_GPU)/bin/python || $(PY) -m venv $(VENV_GPU)
 	$(VENV_GPU)/bin/pip install -q pip==24.3.1
-	$(VENV_GPU)/bin/pip install -q -r requirements/gpu.txt -r requirements/dev.txt
+	$(VENV_GPU)/bin/pip install -q -c requirements/constraints.txt -r requirements/gpu.txt -r requirements/dev.txt
 	PATH=$(abspath $(VENV_GPU))/bin:$$PATH $(HOROVOD_ENV) HOROVOD_GPU_OPERATIONS=NCCL \
 		HOROVOD_NCCL_HOME=$$($(VENV_GPU)/bin/python -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + '/nccl')" 2>/dev/null || echo /usr) \
 		$(VENV_GPU)/bin/pip install --no-build-isolation --no-cache-dir --force-reinstall --no-deps \
 		-r requirements/horovod.txt
-	$(VENV_GPU)/bin/pip install -q -r requirements/horovod.txt
+	$(VENV_GPU)/bin/pip install -q -c requirements/constraints.txt -r requirements/horovod.txt
 	$(VENV_GPU)/bin/python -c "from importlib.metadata import version as v; print(v('tensorflow'))" \
 		> $(VENV_GPU)/.horovod-built-for
 	$(VENV_GPU)/bin/pip install -q --no-deps -e .

@@ -111,12 +111,14 @@ endif
 # (GPU=1: conf/cluster.yaml conf/gpu.yaml on the GPU stack). The executors need no starscale
 # install: their Python is the venv-pack archive (--archives ...#env, spark.python:
 # ./env/bin/python) and our code the zip (--py-files).
+# SHIP_ENV empty: no archive (conf/standalone.yaml: executors on this host use this venv).
 SPARK_MASTER ?=
 ARGS ?=
+SHIP_ENV ?= $(if $(findstring standalone.yaml,$(CONF)),,1)
 # The driver runs the venv's Python (pip pyspark's spark-submit finds SPARK_HOME through it).
-full-data-train: $(STACK_SETUP) package package-env
+full-data-train: $(STACK_SETUP) package $(if $(SHIP_ENV),package-env)
 	PYSPARK_DRIVER_PYTHON=$(STACK_BIN)/python $(STACK_BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
-		--archives $(ENV_ARCHIVE)#env --py-files $(DIST)/starscale.zip \
+		$(if $(SHIP_ENV),--archives $(ENV_ARCHIVE)#env) --py-files $(DIST)/starscale.zip \
 		jobs/experiment.py $(foreach c,$(CONF),--conf $(c)) $(ARGS)
 
 # DIST / PACKAGE_BUILD: where the zip and its staging folder go (tests build into their own).

@@ -57,7 +57,11 @@ def test_make_full_data_train_gpu_uses_the_gpu_stack_archive_and_zip():
     cpu = subprocess.run(["make", "-n", "full-data-train"], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout
     assert ".venv-gpu" not in cpu and "--conf conf/cluster.yaml jobs" not in cpu
-    assert "jobs/experiment.py --conf conf/cluster.yaml" in cpu
+    assert "jobs/experiment.py --conf conf/cluster.yaml" in cpu and "--archives" in cpu
+    # the local standalone cluster's executors use this venv: nothing to ship
+    local = subprocess.run(["make", "-n", "full-data-train", "CONF=conf/standalone.yaml"],
+                           cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "--archives" not in local and "venv_pack" not in local and "packenv" not in local
 
 
 # --------------------------------------------------------------------------- the rank's GPU

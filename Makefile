@@ -9,6 +9,18 @@ REQS := requirements/common.txt requirements/cpu.txt requirements/horovod.txt re
 STAMP := $(VENV)/.setup-$(shell cat $(REQS) | sha256sum | cut -c1-16)
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+# The GPU stack lives in its own venv with its own stamp (make setup-gpu), so the CPU `setup`
+# never replaces it. GPU=1, or a CONF naming conf/gpu.yaml, makes full-data-train, package,
+# package-env, doctor, gpu-check and gpu-smoke use it.
+GPU ?=
+CONF ?= conf/cluster.yaml$(if $(filter 1,$(GPU)), conf/gpu.yaml)
+USE_GPU := $(if $(or $(filter 1,$(GPU)),$(findstring gpu.yaml,$(CONF))),1)
+VENV_GPU := .venv-gpu
+GPU_REQS := requirements/common.txt requirements/gpu.txt requirements/horovod.txt requirements/dev.txt \
+	requirements/constraints.txt setup.py
+GPU_STAMP := $(VENV_GPU)/.setup-gpu-$(shell cat $(GPU_REQS) | sha256sum | cut -c1-16)
+STACK_SETUP := $(if $(USE_GPU),setup-gpu,setup)
+STACK_BIN := $(if $(USE_GPU),$(abspath $(VENV_GPU))/bin,$(BIN))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
@@ -17,9 +29,9 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup setup-gpu constraints doctor test demo full-data-train package gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
+.PHONY: setup setup-gpu constraints doctor test demo full-data-train package package-env gpu-check gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
 help:
-	@echo "make setup | doctor | test | demo [DATA=real] | package | clean"
+	@echo "make setup | setup-gpu | doctor [GPU=1] | test | demo [DATA=real] | package | package-env | full-data-train [GPU=1] | gpu-check [GPU=1] | clean"
 
 setup: $(STAMP)
 
@@ -42,26 +54,39 @@ $(STAMP): $(REQS)
 	@touch $@
 	@echo "setup done: $(VENV)"
 
-# A GPU node: the CUDA TensorFlow build and horovod with NCCL (needs nvcc; see docs/install.md).
-setup-gpu:
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q pip==24.3.1
-	$(BIN)/pip install -q -r requirements/gpu.txt -r requirements/dev.txt
-	PATH=$(BIN):$$PATH $(HOROVOD_ENV) HOROVOD_GPU_OPERATIONS=NCCL \
-		HOROVOD_NCCL_HOME=$$($(BIN)/python -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + '/nccl')" 2>/dev/null || echo /usr) \
-		$(BIN)/pip install --no-build-isolation --no-cache-dir -r requirements/horovod.txt
-	$(BIN)/pip install -q --no-deps -e .
+# A GPU node: the CUDA TensorFlow build and horovod with NCCL in .venv-gpu (needs nvcc; see
+# docs/install.md). Its own stamp; the CPU `setup` never touches .venv-gpu.
+setup-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): $(GPU_REQS)
+	@command -v $(PY) >/dev/null || { echo "make setup-gpu: $(PY) not found (starscale needs Python 3.11)"; exit 1; }
+	@test -x $(VENV_GPU)/bin/python || $(PY) -m venv $(VENV_GPU)
+	$(VENV_GPU)/bin/pip install -q pip==24.3.1
+	$(VENV_GPU)/bin/pip install -q -c requirements/constraints.txt -r requirements/gpu.txt -r requirements/dev.txt
+	PATH=$(abspath $(VENV_GPU))/bin:$$PATH $(HOROVOD_ENV) HOROVOD_GPU_OPERATIONS=NCCL \
+		HOROVOD_NCCL_HOME=$$($(VENV_GPU)/bin/python -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + '/nccl')" 2>/dev/null || echo /usr) \
+		$(VENV_GPU)/bin/pip install --no-build-isolation --no-cache-dir --force-reinstall --no-deps \
+		-r requirements/horovod.txt
+	$(VENV_GPU)/bin/pip install -q -c requirements/constraints.txt -r requirements/horovod.txt
+	$(VENV_GPU)/bin/python -c "from importlib.metadata import version as v; print(v('tensorflow'))" \
+		> $(VENV_GPU)/.horovod-built-for
+	$(VENV_GPU)/bin/pip install -q --no-deps -e .
+	@rm -f $(VENV_GPU)/.setup-gpu-*
+	@touch $@
+	@echo "setup-gpu done: $(VENV_GPU)"
 
 # Regenerate the transitive pins from the current venv.
 constraints: setup
 	(head -2 requirements/constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -i -E "^(horovod|starscale)") > requirements/constraints.txt.new
 	mv requirements/constraints.txt.new requirements/constraints.txt
 
-doctor: setup
-	@$(BIN)/python -c "import sys; print('python', sys.version.split()[0])"
+# Which stack (tensorflow-cpu or the CUDA tensorflow build), GPUs visible, horovod's Gloo/NCCL.
+doctor: $(STACK_SETUP)
+	@$(STACK_BIN)/python -c "import sys; print('python', sys.version.split()[0], sys.prefix)"
 	@java -version 2>&1 | head -1
-	@$(BIN)/python -c "from starscale.storage import versions; import json; print(json.dumps(versions(), indent=1))"
-	@$(BIN)/horovodrun --check-build 2>/dev/null | sed -n '/Horovod v/,$$p'
+	@$(STACK_BIN)/python -c "from starscale.storage import versions; import json; print(json.dumps(versions(), indent=1))"
+	@$(STACK_BIN)/python -c "from starscale.training.devices import stack_report; import json; print(json.dumps(stack_report(), indent=1))"
+	@$(STACK_BIN)/horovodrun --check-build 2>/dev/null | sed -n '/Horovod v/,$$p'
 
 test: setup
 	$(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
@@ -82,29 +107,47 @@ else
 endif
 
 # The experiment through spark-submit on a cluster. SPARK_MASTER empty: spark-submit's default
-# (or what the cluster's spark-defaults.conf says); CONF: the overlay with paths and executors.
+# (or what the cluster's spark-defaults.conf says); CONF: the overlays with paths and executors
+# (GPU=1: conf/cluster.yaml conf/gpu.yaml on the GPU stack). The executors need no starscale
+# install: their Python is the venv-pack archive (--archives ...#env, spark.python:
+# ./env/bin/python) and our code the zip (--py-files).
+# SHIP_ENV empty: no archive (conf/standalone.yaml: executors on this host use this venv).
 SPARK_MASTER ?=
-CONF ?= conf/cluster.yaml
 ARGS ?=
+SHIP_ENV ?= $(if $(findstring standalone.yaml,$(CONF)),,1)
 # The driver runs the venv's Python (pip pyspark's spark-submit finds SPARK_HOME through it).
 # The driver JVM logs to out/logs/ (starscale's log4j2 file) until the job moves it to the run's log.
 DRIVER_LOG_OPTS := -Dlog4j2.configurationFile=file:$(abspath lib/starscale/log4j2.properties) \
 	-Dstarscale.log=$(abspath out/logs/spark-submit-driver.log)
-full-data-train: setup package
-	PYSPARK_DRIVER_PYTHON=$(BIN)/python $(BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
+full-data-train: $(STACK_SETUP) package $(if $(SHIP_ENV),package-env)
+	PYSPARK_DRIVER_PYTHON=$(STACK_BIN)/python $(STACK_BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
 		--driver-java-options "$(DRIVER_LOG_OPTS)" \
-		--py-files dist/starscale.zip jobs/experiment.py --conf $(CONF) $(ARGS)
+		$(if $(SHIP_ENV),--archives $(ENV_ARCHIVE)#env) --py-files $(DIST)/starscale.zip \
+		jobs/experiment.py $(foreach c,$(CONF),--conf $(c)) $(ARGS)
 
 # DIST / PACKAGE_BUILD: where the zip and its staging folder go (tests build into their own).
 DIST ?= dist
 PACKAGE_BUILD ?= build/package
-package: setup
+package: $(STACK_SETUP)
 	rm -rf $(PACKAGE_BUILD) $(DIST)/starscale.zip && mkdir -p $(PACKAGE_BUILD) $(DIST)
 	cp -r lib/starscale $(PACKAGE_BUILD)/starscale
 	mkdir -p $(PACKAGE_BUILD)/starscale/conf && cp conf/*.yaml $(PACKAGE_BUILD)/starscale/conf/
 	find $(PACKAGE_BUILD) -name __pycache__ -prune -exec rm -rf {} +
-	cd $(PACKAGE_BUILD) && $(BIN)/python -m zipfile -c $(abspath $(DIST))/starscale.zip starscale
+	cd $(PACKAGE_BUILD) && $(STACK_BIN)/python -m zipfile -c $(abspath $(DIST))/starscale.zip starscale
 	@echo "$(DIST)/starscale.zip (for spark-submit --py-files)"
+
+# The executors' Python: the stack's venv as a venv-pack archive (for --archives ENV_ARCHIVE#env),
+# without starscale's own editable install (the code travels as the --py-files zip).
+# venv-pack ships the venv's packages, not the interpreter: every node needs the same Python
+# 3.11 at the path in the venv's pyvenv.cfg (docs/install.md). PACK_VENV: another venv to pack
+# (the tests pack a tiny one). The CPU venv packs in minutes (docs/install.md has the time).
+ENV_ARCHIVE ?= $(DIST)/starscale-env.tar.gz
+PACK_VENV ?= $(if $(USE_GPU),$(VENV_GPU),$(VENV))
+package-env: $(STACK_SETUP)
+	@$(STACK_BIN)/python -c "import venv_pack" 2>/dev/null || $(STACK_BIN)/pip install -q venv-pack==0.2.0
+	mkdir -p $(dir $(ENV_ARCHIVE))
+	PYTHONPATH=$(abspath lib) $(STACK_BIN)/python -m starscale.packenv $(PACK_VENV) $(ENV_ARCHIVE)
+	@echo "$(ENV_ARCHIVE) (for spark-submit --archives $(ENV_ARCHIVE)#env)"
 
 clean:
 	rm -rf out build dist report spark-warehouse .pytest_cache
@@ -136,8 +179,14 @@ tensorboard: setup
 # One short GPU check (issue 4/6): one epoch on 200k synthetic rows on one GPU, samples/s and
 # the LSTM kernel in use. On a CPU machine: make gpu-smoke GPU_SMOKE_ARGS="--rows 2000".
 GPU_SMOKE_ARGS ?=
-gpu-smoke: setup
-	$(BIN)/python bench/gpu_smoke.py $(GPU_SMOKE_ARGS)
+gpu-smoke: $(STACK_SETUP)
+	$(STACK_BIN)/python bench/gpu_smoke.py $(GPU_SMOKE_ARGS)
+
+# The GPU check for a user's GPU node (issue 13; under 5 minutes, no network): make gpu-check GPU=1.
+# Without a GPU it says so, writes docs/bench/gpu_check.json and exits 0 (docs/benchmarks.md 8).
+GPU_CHECK_ARGS ?=
+gpu-check: $(STACK_SETUP)
+	$(STACK_BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 # The benchmarks (docs/benchmarks.md): every bench/ script in turn, each printing a table and
 # writing docs/bench/<name>.json. make bench BENCH_ARGS=--quick: tiny inputs (out/bench/quick/).

@@ -27,6 +27,8 @@ COLUMNS = {
               "longest_task_s"],
     "gpu": ["case", "device", "lstm_runtime", "rows", "samples_per_s", "samples_per_s_steady",
             "epoch_hours_projected"],
+    "gpu_check": ["part", "case", "device", "cudnn_in_use", "samples_per_s", "epoch_9m_minutes",
+                  "allreduce", "driver_gpu_mib", "ok"],
 }
 
 

@@ -188,6 +188,9 @@ def cached_lstm(model_file: str):
 
 
 def load_lstm(spark, model_dir: str) -> SavedModel:
+    """The driver's copy of a saved LSTM (evaluate): the driver hides its GPUs first."""
+    from starscale.training.devices import hide_gpus_in_driver
+    hide_gpus_in_driver()
     manifest = require(spark, "lstm", model_dir)
     return SavedModel("lstm", None, manifest, load_lstm_file(find_lstm_file(model_dir)))
 

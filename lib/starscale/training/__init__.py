@@ -5,6 +5,7 @@
 - watchdog: the stall watchdog and the failures training raises
 - callbacks: the Keras callbacks of a rank
 - hooks: the test hooks, in one place
+- devices: the rank's GPU (Spark task resources / local rank), cuDNN eligibility, the driver off GPUs
 - rank: RankArgs and train_rank, the per-rank function (device setup, restore, callbacks, fit)
 - launch: the ranks' arguments, the spark / horovodrun / local launchers, the failure watch
 

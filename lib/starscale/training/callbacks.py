@@ -19,11 +19,20 @@ def _keras_callback():
     return keras.callbacks.Callback
 
 
+def tf_batch_logs(callback):
+    """Mark a callback whose batch hooks ignore their logs (Horovod's broadcast and warmup
+    callbacks) as taking TF logs: Keras converts batch logs to numpy, a host sync per batch,
+    as soon as one callback with batch hooks lacks the mark."""
+    callback._supports_tf_logs = True
+    return callback
+
+
 class Progress(_keras_callback()):
     """Heartbeats for the watchdog; remembers the current epoch and batch."""
 
     def __init__(self, watchdog: Watchdog):
         super().__init__()
+        self._supports_tf_logs = True    # reads no logs: no per-batch conversion to numpy
         self.watchdog = watchdog
         self.epoch = 0
 
@@ -80,23 +89,55 @@ class SettleLR(_keras_callback()):
 
 
 class NanGuard(_keras_callback()):
-    """Stop at the first non-finite loss (or weights) with the epoch and batch in the message."""
+    """Stop at the first non-finite loss (or output-layer weights) with the epoch and batch in the
+    message, without a host sync per batch: each batch only records, on the device, the first
+    batch whose running loss or output bias is non-finite (a few asynchronous TF ops on
+    a tf.Variable); the flag is read (one sync) every check_every batches and at epoch end.
+    Training therefore stops at most check_every batches after the NaN, which stays in the
+    message exactly. Every rank checks at the same batches and, after a NaN step, every rank's
+    bias is NaN (the allreduced gradient is NaN everywhere), so all ranks stop together."""
 
-    def __init__(self, rank: int, ckpt_dir: str, epoch_of):
+    def __init__(self, rank: int, ckpt_dir: str, epoch_of, check_every: int = 100):
         super().__init__()
+        self._supports_tf_logs = True    # batch logs stay tensors: Keras does not sync for us
         self.rank, self.ckpt_dir, self.epoch_of = rank, ckpt_dir, epoch_of
+        self.check_every = max(1, int(check_every))
+        self._first_bad = None
+
+    def _flag(self):
+        if self._first_bad is None:
+            import tensorflow as tf
+            self._first_bad = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                          name="nan_guard_first_bad_batch")
+        return self._first_bad
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flag().assign(-1)
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        # The output bias is 5 numbers: cheap, and after a NaN step it is NaN on every rank (the
-        # allreduced gradient is NaN everywhere), so all ranks stop at the same batch.
-        bias = self.model.layers[-1].bias.numpy()
-        if math.isfinite(loss) and np.isfinite(bias).all():
+        import tensorflow as tf
+        flag = self._flag()
+        finite = tf.reduce_all(tf.math.is_finite(self.model.layers[-1].bias))
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(
+                tf.cast(loss, tf.float32))))
+        flag.assign(tf.where(tf.logical_and(flag < 0, tf.logical_not(finite)),
+                             tf.constant(batch, tf.int64), flag))
+        if (batch + 1) % self.check_every == 0:
+            self._raise_if_bad()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._raise_if_bad()
+
+    def _raise_if_bad(self) -> None:
+        bad = int(self._flag().numpy())
+        if bad < 0:
             return
         state = checkpoints.read_state(self.ckpt_dir)
         last = (f"last good checkpoint: {self.ckpt_dir}/{state['model_file']} (epoch "
                 f"{state['completed_epochs']})" if state else "no checkpoint written yet")
-        msg = (f"NaN loss at epoch {self.epoch_of() + 1} batch {batch + 1} on rank {self.rank}: "
+        msg = (f"NaN loss at epoch {self.epoch_of() + 1} batch {bad + 1} on rank {self.rank}: "
                f"training stopped; {last}")
         checkpoints.write_failure(self.ckpt_dir, msg, self.rank)
         raise TrainingFailed(msg)

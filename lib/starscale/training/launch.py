@@ -18,7 +18,7 @@ from typing import Any
 
 from starscale import layout, storage
 from starscale.config import Config
-from starscale.training import checkpoints, data
+from starscale.training import checkpoints, data, devices
 from starscale.training.hooks import TrainHooks
 from starscale.training.rank import RankArgs, train_rank
 
@@ -188,6 +188,9 @@ def launch(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
             print(f"{STAGE}: launcher local runs 1 process (train.workers={cfg.train.workers} "
                   f"ignored)", file=sys.stderr)
         return [train_rank(dataclasses.replace(args, hard_exit=False))]
+    # The driver stays off the GPUs: the ranks are other processes; this one later only loads
+    # the final model and scores the test split on its CPU (docs/training.md "On GPUs").
+    devices.hide_gpus_in_driver()
     if launcher == "spark":
         return launch_spark(cfg, args)
     return launch_horovodrun(cfg, args)

@@ -197,25 +197,18 @@ def planned_epochs(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
 
 # --------------------------------------------------------------------------- the steps
 def setup_devices(args: RankArgs) -> tuple[int, int]:
-    """Horovod up, one GPU per local rank (or none), seeds and op determinism → (rank, size)."""
+    """Horovod up, this rank's GPU (or none), seeds and op determinism → (rank, size)."""
     import tensorflow as tf
     import horovod.tensorflow.keras as hvd
     from tensorflow import keras
+    from starscale.training import devices
 
-    # Horovod: one process per worker; ranks talk over Gloo.
+    # Horovod: one process per worker; ranks talk over Gloo (NCCL for GPU allreduce when built).
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
-    gpus = tf.config.list_physical_devices("GPU")
-    try:
-        if gpus and args.train.use_gpu:
-            # Horovod: pin one GPU per process by local rank.
-            gpu = gpus[local_rank % len(gpus)]
-            tf.config.experimental.set_memory_growth(gpu, True)
-            tf.config.set_visible_devices(gpu, "GPU")
-        elif gpus:
-            tf.config.set_visible_devices([], "GPU")
-    except RuntimeError as exc:             # local mode: TF already initialised in this process
-        print(f"starscale train: GPU visibility unchanged ({exc})", file=sys.stderr)
+    # Horovod: one GPU per process, the one Spark gave this rank's task (horovod.spark.run), else
+    # the local rank's (horovodrun); no GPU visible when train.use_gpu is off.
+    devices.pin_gpu(args.train.use_gpu, local_rank, f"rank {rank}/{size}")
     keras.utils.set_random_seed(args.seed)
     if args.lstm.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -250,7 +243,10 @@ def build_model(args: RankArgs, rank: int, size: int):
     """The compiled model with Horovod's distributed optimizer → (model, learning rate)."""
     import horovod.tensorflow.keras as hvd
     from starscale import lstm
+    from starscale.training import devices
     lcfg = args.lstm
+    if args.train.use_gpu:
+        devices.check_cudnn_eligible(lcfg)   # before the vectors are read: fail fast
     matrix = None
     if lcfg.pretrained_vectors and rank == 0:
         # Only rank 0 reads the vectors: its weights are broadcast to every rank below.
@@ -263,10 +259,17 @@ def build_model(args: RankArgs, rank: int, size: int):
         recurrent_dropout=lcfg.recurrent_dropout, embedding_matrix=matrix,
         embedding_trainable=lcfg.embedding_trainable, mixed_precision=lcfg.mixed_precision,
         seed=args.seed)
+    if args.train.use_gpu:
+        devices.check_model_cudnn(model)
     # Horovod: scale the learning rate by the number of workers (the effective batch grows).
     learning_rate = lcfg.learning_rate * (size if args.train.scale_lr else 1)
     # Horovod: the distributed optimizer averages gradients across ranks with allreduce.
-    optimizer = hvd.DistributedOptimizer(lstm.make_optimizer(learning_rate, lcfg.clipnorm))
+    # sparse_as_dense: the embedding's gradient (IndexedSlices, batch × max_len rows of 300) is
+    # allreduced as one dense vocab × 300 tensor instead of allgathered as slices from every
+    # rank: smaller than the slices once batch × max_len × ranks > vocab, and one NCCL allreduce
+    # (docs/training.md "Throughput").
+    optimizer = hvd.DistributedOptimizer(lstm.make_optimizer(learning_rate, lcfg.clipnorm),
+                                         sparse_as_dense=True)
     lstm.compile_model(model, optimizer, mixed_precision=lcfg.mixed_precision)
     model.optimizer.build(model.trainable_variables)
     return model, learning_rate
@@ -301,16 +304,16 @@ def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_ra
     callbacks = [
         # Horovod: rank 0's variables everywhere after the first batch (a no-op here since we
         # broadcast before fit, kept so optimizer slots created lazily are in sync too).
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        cb.tf_batch_logs(hvd.callbacks.BroadcastGlobalVariablesCallback(0)),
         # Horovod: average epoch metrics (loss, accuracy) over ranks before anything reads them
         # (the validation metrics are combined over ranks by callbacks.ValidationScore).
         hvd.callbacks.MetricAverageCallback(),
     ]
     if size > 1 and tcfg.scale_lr and tcfg.warmup_epochs > 0:
         # Horovod: ramp from lr/size to lr over the first epochs (large-batch warmup).
-        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
+        callbacks.append(cb.tf_batch_logs(hvd.callbacks.LearningRateWarmupCallback(
             initial_lr=learning_rate, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps,
-            verbose=0))
+            verbose=0)))
         callbacks.append(cb.SettleLR(learning_rate, tcfg.warmup_epochs))
     callbacks += [cb.ReseedDropout(args.seed, rank), progress,
                   cb.NanGuard(rank, args.ckpt_dir, lambda: progress.epoch),

@@ -1,0 +1,200 @@
+"""Which GPU a rank trains on, whether the LSTM can take the cuDNN kernel, and the driver off GPUs.
+
+- gpu_for_rank(use_gpu, local_rank, physical, task_gpus) → the GPU a rank pins (pure; tested with a
+  faked task context): under horovod.spark.run the address Spark's scheduler gave the task
+  (TaskContext.resources()["gpu"], relayed by Horovod), under horovodrun / local the local rank.
+- spark_task_gpus() → that address list, or None outside a Spark task.
+- cudnn_problems(...) / check_cudnn_eligible(lstm_cfg) → why Keras would leave the fused cuDNN
+  kernel (recurrent_dropout, activations, unroll, use_bias), as a ValueError naming the lstm.* key.
+- hide_gpus_in_driver() → the driver process sees no GPU (it only loads the trained model and
+  scores the test split: without this TF reserves every GPU's memory on a GPU host).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    """The device a rank uses: index into TF's physical GPU list (None: CPU) and why."""
+    index: int | None
+    source: str                          # "spark task resources" | "horovod local rank" | "cpu"
+    address: str | None = None           # the Spark GPU address, when Spark assigned one
+
+    def describe(self) -> str:
+        if self.index is None:
+            return f"CPU ({self.source})"
+        extra = f", Spark address {self.address}" if self.address is not None else ""
+        return f"GPU {self.index} ({self.source}{extra})"
+
+
+def gpu_for_rank(use_gpu: bool, local_rank: int, physical: int,
+                 task_gpus: list[str] | None, cuda_visible: str | None = None) -> GpuChoice:
+    """The GPU this rank pins. physical: how many GPUs TF lists in this process; task_gpus: the
+    Spark task's GPU addresses (None outside a Spark task / when Spark schedules no GPUs);
+    cuda_visible: $CUDA_VISIBLE_DEVICES (Spark addresses are physical ids; when the executor
+    already narrowed the visible set, an address is mapped to its position in that list).
+    Raises ValueError when use_gpu is on and no GPU can be chosen."""
+    if not use_gpu:
+        return GpuChoice(None, "train.use_gpu is false")
+    if physical < 1:
+        raise ValueError("train.use_gpu is true but TensorFlow sees no GPU in this process "
+                         "(tensorflow-cpu installed? run `make doctor`; CUDA driver missing? "
+                         "set train.use_gpu=false to train on CPUs)")
+    if task_gpus:
+        if len(task_gpus) != 1:
+            raise ValueError(f"train.use_gpu: this Spark task was given {len(task_gpus)} GPUs "
+                             f"{task_gpus}; set spark.task.resource.gpu.amount to 1 (one GPU per "
+                             f"Horovod rank, conf/gpu.yaml)")
+        address = task_gpus[0].strip()
+        visible = [v.strip() for v in cuda_visible.split(",")] if cuda_visible else None
+        if visible and address in visible:
+            index = visible.index(address)
+        else:
+            try:
+                index = int(address)
+            except ValueError:
+                raise ValueError(f"train.use_gpu: Spark GPU address {address!r} is not a device "
+                                 f"number (check the discovery script, "
+                                 f"spark.executor.resource.gpu.discoveryScript)") from None
+        if not 0 <= index < physical:
+            raise ValueError(f"train.use_gpu: Spark assigned GPU {address} but this process sees "
+                             f"{physical} GPU(s) (CUDA_VISIBLE_DEVICES={cuda_visible!r})")
+        return GpuChoice(index, "spark task resources", address)
+    # horovodrun (or horovod.spark.run without GPU scheduling): one GPU per local rank.
+    if local_rank >= physical:
+        raise ValueError(f"train.use_gpu: local rank {local_rank} but only {physical} GPU(s) on "
+                         f"this host; start at most {physical} ranks per host (train.workers)")
+    return GpuChoice(local_rank, "horovod local rank")
+
+
+def spark_task_gpus() -> list[str] | None:
+    """The GPU addresses Spark's scheduler gave the task this rank belongs to, or None outside
+    Spark (horovodrun, local) or when the task has no GPU resource. Under horovod.spark.run the
+    rank is a child process of the Spark task: Horovod fetches the task's
+    TaskContext.resources() from its task service (horovod.spark.task.get_available_devices);
+    code running in the task itself reads TaskContext directly."""
+    try:
+        from horovod.spark.task import get_available_devices
+        addresses = list(get_available_devices() or [])
+    except ImportError:
+        addresses = []
+    if addresses:
+        return addresses
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    ctx = TaskContext.get()
+    gpu = (ctx.resources() or {}).get("gpu") if ctx is not None else None
+    return list(gpu.addresses) if gpu is not None and gpu.addresses else None
+
+
+def pin_gpu(use_gpu: bool, local_rank: int, where: str) -> GpuChoice:
+    """Make exactly the chosen GPU visible to TF in this process (memory growth on), or none;
+    log the choice. Must run before the process's first TF op."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    choice = gpu_for_rank(use_gpu, local_rank, len(gpus), spark_task_gpus(),
+                          os.environ.get("CUDA_VISIBLE_DEVICES"))
+    try:
+        if choice.index is not None:
+            gpu = gpus[choice.index]
+            tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.set_visible_devices(gpu, "GPU")
+        elif gpus:
+            tf.config.set_visible_devices([], "GPU")
+    except RuntimeError as exc:          # local launcher: TF already initialised in this process
+        print(f"starscale train: GPU visibility unchanged ({exc})", file=sys.stderr)
+    print(f"starscale train: {where} on {choice.describe()}", file=sys.stderr, flush=True)
+    return choice
+
+
+# --------------------------------------------------------------------------- cuDNN
+def cudnn_problems(*, recurrent_dropout: float, activation: str = "tanh",
+                   recurrent_activation: str = "sigmoid", unroll: bool = False,
+                   use_bias: bool = True) -> list[str]:
+    """Keras 2's conditions for the fused cuDNN LSTM kernel (keras.layers.LSTM docstring and
+    `_could_use_gpu_kernel`), each broken one as "<lstm key>: why"."""
+    problems = []
+    if recurrent_dropout != 0:
+        problems.append(f"lstm.recurrent_dropout={recurrent_dropout}: must be 0")
+    if activation != "tanh":
+        problems.append(f"lstm activation={activation!r}: must be 'tanh'")
+    if recurrent_activation != "sigmoid":
+        problems.append(f"lstm recurrent_activation={recurrent_activation!r}: must be 'sigmoid'")
+    if unroll:
+        problems.append("lstm unroll=True: must be False")
+    if not use_bias:
+        problems.append("lstm use_bias=False: must be True")
+    return problems
+
+
+def check_cudnn_eligible(lstm_cfg) -> None:
+    """With train.use_gpu on, refuse an LSTM config Keras would run with the generic loop (several
+    times slower on a GPU) instead of cuDNN. lstm.build_model fixes activation, unroll and bias at
+    their cuDNN values; recurrent_dropout is the one configurable key that can break it."""
+    problems = cudnn_problems(recurrent_dropout=lstm_cfg.recurrent_dropout)
+    if problems:
+        raise ValueError("train.use_gpu=true needs the cuDNN LSTM kernel: " + "; ".join(problems)
+                         + " (or set train.use_gpu=false)")
+
+
+def check_model_cudnn(model) -> None:
+    """The built model's LSTM layers, checked against the same conditions (catches a layer
+    setting changed in lstm.build_model, not only the config)."""
+    from tensorflow import keras
+    problems = []
+    for layer in model.layers:
+        inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+        if isinstance(inner, keras.layers.LSTM):
+            problems += [f"layer {layer.name}: {p}" for p in cudnn_problems(
+                recurrent_dropout=inner.recurrent_dropout,
+                activation=keras.activations.serialize(inner.activation),
+                recurrent_activation=keras.activations.serialize(inner.recurrent_activation),
+                unroll=inner.unroll, use_bias=inner.use_bias)]
+    if problems:
+        raise ValueError("train.use_gpu=true needs the cuDNN LSTM kernel: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- the driver
+def hide_gpus_in_driver() -> bool:
+    """The driver process sees no GPU: call before its first TF op (train-lstm's launchers and
+    the LSTM scoring in model_store call it). True when hidden (or there was none); False when
+    TF was already initialised here (local launcher: this process is the rank)."""
+    import tensorflow as tf
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        return True
+    except RuntimeError:
+        return False
+
+
+# --------------------------------------------------------------------------- make doctor
+def stack_report() -> dict:
+    """Which TensorFlow distribution is installed (tensorflow-cpu or the CUDA tensorflow build),
+    whether it was built with CUDA, the GPUs it sees, and horovod's Gloo / NCCL support."""
+    from importlib.metadata import PackageNotFoundError, version
+    dists = {}
+    for name in ("tensorflow-cpu", "tensorflow", "horovod"):
+        try:
+            dists[name] = version(name)
+        except PackageNotFoundError:
+            dists[name] = None
+    import tensorflow as tf
+    report = {"stack": "gpu" if tf.test.is_built_with_cuda() else "cpu",
+              "tensorflow_dist": "tensorflow-cpu" if dists["tensorflow-cpu"] else "tensorflow",
+              "tensorflow": tf.__version__, "built_with_cuda": tf.test.is_built_with_cuda(),
+              "cuda_build": dict(tf.sysconfig.get_build_info()) if tf.test.is_built_with_cuda()
+              else None,
+              "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+              "horovod": dists["horovod"]}
+    try:
+        import horovod.tensorflow as hvd
+        report.update(horovod_gloo=bool(hvd.gloo_built()), horovod_nccl=bool(hvd.nccl_built()),
+                      horovod_cuda=bool(hvd.cuda_built()))
+    except ImportError as exc:
+        report.update(horovod_error=str(exc))
+    return report

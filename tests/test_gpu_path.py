@@ -313,8 +313,11 @@ def _submit_show_python(cfg, url: str, archive: Path, tmp_path: Path, imports: s
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYSPARK_PYTHON")}
     env.update(PYSPARK_DRIVER_PYTHON=sys.executable, PYSPARK_PYTHON="./env/bin/python",
                SPARK_LOCAL_IP=cfg.host)
+    from starscale import cluster
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "spark-submit"), "--master", url,
+         # the cluster authenticates (spark.authenticate): the job reads its secret from the file
+         "--properties-file", str(cluster.auth_file(cfg.run_dir)),
          "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
          "--conf", "spark.ui.enabled=false",
          "--archives", f"{archive}#env", "--py-files", str(code_zip), str(script)],

@@ -112,20 +112,17 @@ def test_two_ranks_under_spark_train_disjoint_shards_same_weights(spark, config_
     assert len(results.read_predictions(cfg.stage_dir("results"), summary["run_id"])) == 200
 
 
-def test_one_extra_batch_on_one_rank_does_not_hang(spark, config_factory):
-    """Shard 1 holds one batch more than shard 0: both ranks run the smaller rank's steps, so
-    nobody waits on an allreduce the other never joins (horovodrun launcher, 2 processes)."""
+def test_uneven_shards_are_refused_with_the_numbers(spark, config_factory):
+    """Shard 1 holds one batch more than shard 0. Each rank could only train the smaller rank's
+    steps (the rest silently skipped), so the stage refuses before any rank starts and says
+    how many rows each rank has (issue 15)."""
     from starscale.stages import train_lstm
 
     cfg = tiny_cfg(config_factory, "train.launcher=horovodrun", "train.workers=2",
                    "encode.shards=2", "lstm.epochs=1", "train.stall_timeout_s=90")
     write_encode(spark, cfg, [320, 352])
-    started = time.time()
-    summary = train_lstm.run(spark, cfg)
-    assert time.time() - started < 600
-    assert [r["steps_per_epoch"] for r in summary["ranks"]] == [10, 10]
-    assert [r["rows_seen"] for r in summary["ranks"]] == [320, 320]
-    assert summary["ranks"][0]["checksum"] == summary["ranks"][1]["checksum"]
+    with pytest.raises(ValueError, match=r"rows per rank \[320, 352\]"):
+        train_lstm.run(spark, cfg)
 
 
 # --------------------------------------------------------------------------- kill and resume

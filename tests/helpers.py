@@ -35,6 +35,18 @@ def make_config(tmp_path: Path, *overrides: str, conf: list[str] | None = None):
                        [f"run.output_dir={tmp_path / 'out'}", *overrides])
 
 
+def cluster_test_config(run_dir, workers: int, worker_cores: int, worker_memory: str):
+    """The cluster section for a test's standalone cluster on free ports under run_dir."""
+    from starscale import cluster
+    from starscale.config import load_config
+    return load_config(None, [f"cluster.run_dir={run_dir}",
+                              f"cluster.master_port={cluster.free_port()}",
+                              f"cluster.master_webui_port={cluster.free_port(block=3)}",
+                              f"cluster.workers={workers}", f"cluster.worker_cores={worker_cores}",
+                              f"cluster.worker_memory={worker_memory}",
+                              "cluster.start_timeout_s=120"]).cluster
+
+
 def spark_test_config(*overrides: str):
     """conf/local.yaml's spark section with TEST_ONLY_SPARK_CONF and the log level on top."""
     from starscale.config import load_config

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, build_package, make_config, spark_submit_command, submit_env
+from tests.helpers import (REPO, build_package, cluster_test_config, make_config,
+                           spark_submit_command, submit_env)
 
 # The same data and model settings in both modes (tiny: 2 cores shared by several people).
 PIPELINE = [
@@ -68,13 +69,7 @@ spark.stop()
 def standalone(tmp_path_factory):
     """A master + 2 workers on 127.0.0.1 with free ports; always stopped at teardown."""
     from starscale import cluster
-    from starscale.config import load_config
-    run_dir = tmp_path_factory.mktemp("standalone")
-    cfg = load_config(None, [f"cluster.run_dir={run_dir}",
-                             f"cluster.master_port={cluster.free_port()}",
-                             f"cluster.master_webui_port={cluster.free_port(block=3)}",
-                             "cluster.workers=2", "cluster.worker_cores=1",
-                             "cluster.worker_memory=3g", "cluster.start_timeout_s=120"]).cluster
+    cfg = cluster_test_config(tmp_path_factory.mktemp("standalone"), 2, 1, "3g")
     try:
         url = cluster.up(cfg)
         yield cfg, url

@@ -285,13 +285,8 @@ def one_worker_cluster(tmp_path_factory):
     """A master + 1 worker on 127.0.0.1 whose processes do not inherit this PYTHONPATH (so a
     task can find starscale only in the --py-files zip)."""
     from starscale import cluster
-    from starscale.config import load_config
-    run_dir = tmp_path_factory.mktemp("standalone-env")
-    cfg = load_config(None, [f"cluster.run_dir={run_dir}",
-                             f"cluster.master_port={cluster.free_port()}",
-                             f"cluster.master_webui_port={cluster.free_port(block=3)}",
-                             "cluster.workers=1", "cluster.worker_cores=2",
-                             "cluster.worker_memory=1g", "cluster.start_timeout_s=120"]).cluster
+    from tests.helpers import cluster_test_config
+    cfg = cluster_test_config(tmp_path_factory.mktemp("standalone-env"), 1, 2, "1g")
     saved = os.environ.pop("PYTHONPATH", None)
     try:
         url = cluster.up(cfg)

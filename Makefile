@@ -29,7 +29,7 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup setup-gpu constraints doctor test demo full-data-train package package-env gpu-check gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
+.PHONY: setup setup-gpu constraints doctor test demo study-real full-data-train package package-env gpu-check gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
 help:
 	@echo "make setup | setup-gpu | doctor [GPU=1] | test | demo [DATA=real] | package | package-env | full-data-train [GPU=1] | gpu-check [GPU=1] | clean"
 
@@ -105,6 +105,12 @@ ifeq ($(DATA),real)
 else
 	$(STARSCALE) experiment $(DEMO_CONF) $(DEMO_ARGS)
 endif
+
+# The experiment with the study's model sizes on the real file (issue 12; docs/results-digital-software.md).
+study-real: setup
+	@test -f $(REAL_DATA) || { echo "make study-real: $(REAL_DATA) not found (set REAL_DATA=path)"; exit 1; }
+	$(STARSCALE) experiment --conf conf/local.yaml --conf conf/real.yaml \
+		--set 'ingest.inputs=[$(abspath $(REAL_DATA))]' $(DEMO_ARGS)
 
 # The experiment through spark-submit on a cluster. SPARK_MASTER empty: spark-submit's default
 # (or what the cluster's spark-defaults.conf says); CONF: the overlays with paths and executors

@@ -117,7 +117,10 @@ def test_experiment_report_equals_results(grown):
     # the verdict's pair: the LSTM and LR cells with the best validation score at that size
     score = verdict_rows["score"]
     at = table[table["sample_size"].astype(str) == "2400"]
-    best = {m: at[at["model"] == m].sort_values("val_score").iloc[-1] for m in ("lstm", "lr")}
+    # (ties: the first sampler in name order, as verdict.select)
+    best = {m: at[at["model"] == m].sort_values(["val_score", "sample_method"],
+                                                ascending=[False, True]).iloc[0]
+            for m in ("lstm", "lr")}
     assert score["lstm_cell"] == best["lstm"]["tag"]
     assert score["lr_cell"] + "_top300" == best["lr"]["tag"]
     assert float(score["diff"]) == pytest.approx(best["lstm"]["score"] - best["lr"]["score"],
@@ -378,7 +381,11 @@ def test_full_cell_with_seeds_chosen_on_validation(spark, tmp_path):
     steps = _steps(summary)
     table = results.read_results(cfg.stage_dir("results"))
     full = table[(table["sample_size"].astype(str) == "full") & (table["replicate"] == 0)]
-    chosen = {m: full[full["model"] == m].sort_values("val_score").iloc[-1] for m in ("lr", "lstm")}
+    # highest validation score; ties: the first sampler in name order (a 1-epoch LSTM may score
+    # 0 on both)
+    chosen = {m: full[full["model"] == m].sort_values(["val_score", "sample_method"],
+                                                      ascending=[False, True]).iloc[0]
+              for m in ("lr", "lstm")}
     # the LSTM's selected cell got a second seed; the LR's only if its sampler is random
     lstm_cell = chosen["lstm"]["sample_tag"]
     assert steps[("train-lstm", f"lstm/{lstm_cell}_r1")] == "ran"

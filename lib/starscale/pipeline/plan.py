@@ -157,7 +157,7 @@ def replicate_steps(cfg: Config, selected: Iterable[Selected]) -> list[Step]:
 def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selected]:
     """From this grid's results rows: per series (the LSTM, each LR engine and feature setting)
     the sampler (and an LSTM's width) with the highest validation score at the given size
-    (never the test score)."""
+    (never the test score); ties go to the first sampler in name order, as in verdict.select."""
     best: dict[str, Mapping[str, Any]] = {}
     for row in runs:
         if str(row.get("sample_size")) != str(size) or row.get("val_score") is None:
@@ -167,7 +167,9 @@ def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selec
         else:
             key = (f"lr/{row.get('engine')}/{row.get('encode.tfidf_features')}/"
                    f"{_truthy(row.get('encode.tfidf_hashed'))}")
-        if key not in best or float(row["val_score"]) > float(best[key]["val_score"]):
+        rank = (-float(row["val_score"]), str(row.get("sample_method")))   # ties: name order
+        if key not in best or rank < (-float(best[key]["val_score"]),
+                                      str(best[key].get("sample_method"))):
             best[key] = row
     out = []
     for key, row in sorted(best.items()):

@@ -225,7 +225,8 @@ def test_killed_experiment_resumes(spark, tmp_path):
         deadline = time.time() + 600
         # the first train-lr has appended its results row and then published its model (the
         # row is written first: a published model always has its row)
-        while not list(models.glob("lr_*/*/_MANIFEST.json")):
+        # (a staging or lease sibling, <output>._*, holds a manifest before its swap: not yet)
+        while not [p for p in models.glob("lr_*/*/_MANIFEST.json") if "._" not in str(p)]:
             assert proc.poll() is None, (tmp_path / "experiment.log").read_text()[-3000:]
             assert time.time() < deadline
             time.sleep(0.2)

@@ -484,5 +484,5 @@ def test_the_cluster_refuses_a_job_without_its_secret(standalone, tmp_path):
     assert "SUM 45" in ok.stdout, ok.stderr[-3000:]
     env.pop("SPARK_CONF_DIR", None)
     refused = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "SUM" not in refused.stdout
+    assert refused.returncode != 0 and "SUM 45" not in refused.stdout
     assert "SASL" in refused.stderr, refused.stderr[-3000:]

@@ -234,8 +234,8 @@ def test_launchers_and_lstm_loading_hide_gpus_first(monkeypatch, tmp_path):
     assert calls == ["hide", "spark", "hide", "horovodrun"]
     calls.clear()
     monkeypatch.setattr(model_store, "require", lambda spark, kind, d: calls.append("require") or {})
-    monkeypatch.setattr(model_store, "find_lstm_file", lambda d: "m.keras")
-    monkeypatch.setattr(model_store, "load_lstm_file", lambda p: calls.append("load") or "model")
+    monkeypatch.setattr(model_store, "find_lstm_bundle", lambda d: "m")
+    monkeypatch.setattr(model_store, "load_lstm_bundle", lambda p: calls.append("load") or "model")
     assert model_store.load_lstm(None, "models/lstm/x").predictor == "model"
     assert calls == ["hide", "require", "load"]
 

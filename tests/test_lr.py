@@ -301,13 +301,16 @@ def lstm_model_dir(spark, workspace):
     encode_dir = os.path.join(cfg.stage_dir("encode"), TAG)
     vocab = storage.read_text(spark, encode_dir + "/vocab.txt")
     vocab_size = len(vocab.splitlines())
-    model = lstm.build_model(vocab_size, LSTM_MAX_LEN, embedding_dim=8, units=4, seed=5)
+    arch = {"vocab_size": vocab_size, "max_len": LSTM_MAX_LEN, "embedding_dim": 8, "units": 4,
+            "layers": 1, "bidirectional": False, "spatial_dropout": 0.2, "dropout": 0.0,
+            "recurrent_dropout": 0.0, "mixed_precision": False}
+    model = lstm.build_model(**arch, seed=5)
     output = os.path.join(cfg.stage_dir("models"), "lstm", SAMPLE_TAG)
 
     def write(staging: str) -> dict:
         lstm.save_bundle(model, staging, vocab + "\n",
                          {"max_len": LSTM_MAX_LEN, "padding": "pre", "truncating": "pre",
-                          "vocab_size": vocab_size})
+                          "vocab_size": vocab_size}, arch)
         return {"run_id": "lstm-fixture"}
 
     storage.publish(spark, output, write, {"stage": "train-lstm"})

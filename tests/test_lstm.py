@@ -1,6 +1,7 @@
 """The LSTM model, pretrained vectors, save/load, shard assignment and the shard reader."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -86,13 +87,22 @@ def test_pretrained_frozen_embedding_is_used_and_stays(tmp_path):
         lstm.build_model(4, 5, embedding_dim=3, units=2, embedding_matrix=matrix)
 
 
-def test_save_bundle_and_load_model_safe_mode(tmp_path):
+def test_save_bundle_and_load_model_rebuilds_it(tmp_path, monkeypatch):
+    from tensorflow import keras
     from starscale import lstm
 
-    model = lstm.build_model(40, MAX_LEN, embedding_dim=4, units=3, seed=5)
+    arch = {"vocab_size": 40, "max_len": MAX_LEN, "embedding_dim": 4, "units": 3, "layers": 1,
+            "bidirectional": False, "spatial_dropout": 0.2, "dropout": 0.0,
+            "recurrent_dropout": 0.0, "mixed_precision": False}
+    model = lstm.build_model(**arch, seed=5)
     lstm.compile_model(model, lstm.make_optimizer(0.01, clipnorm=1.0))
-    out = lstm.save_bundle(model, str(tmp_path / "m"), "<pad>\n<oov>\n", {"lstm": {"units": 3}})
-    assert sorted(os.listdir(out)) == ["config.json", "model.keras", "vocab.txt"]
+    out = lstm.save_bundle(model, str(tmp_path / "m"), "<pad>\n<oov>\n", {"lstm": {"units": 3}},
+                           arch)
+    assert sorted(os.listdir(out)) == ["config.json", "model.json", "vocab.txt", "weights.npz"]
+    with open(os.path.join(out, "model.json")) as fh:
+        assert json.load(fh) == arch
+    # Rebuilt by starscale's code: Keras's deserialiser is never asked to load the bundle.
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: pytest.fail("load_model"))
     loaded = lstm.load_model(out)
     x = np.arange(2 * MAX_LEN, dtype=np.int32).reshape(2, MAX_LEN) % 40
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

@@ -317,12 +317,73 @@ def _tamper_zip(src, dst, old: bytes, new: bytes):
             zout.writestr(item, data)
 
 
-def test_a_tampered_lstm_bundle_is_refused_without_importing_its_module(tmp_path, monkeypatch):
+ARCH = {"vocab_size": 20, "max_len": 5, "embedding_dim": 4, "units": 4, "layers": 1,
+        "bidirectional": False, "spatial_dropout": 0.2, "dropout": 0.0, "recurrent_dropout": 0.0,
+        "mixed_precision": False}
+
+
+def test_an_lstm_bundle_is_rebuilt_from_its_shape_and_weights(tmp_path, monkeypatch):
+    """Models are data: model.json (build_model's arguments) + weights.npz, no class names."""
+    import numpy as np
+    from tensorflow import keras
+    from starscale import lstm, model_store
+    model = lstm.build_model(**ARCH, seed=1)
+    bundle = lstm.save_bundle(model, str(tmp_path / "m"), "<pad>\n", {}, ARCH)
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: pytest.fail("load_model"))
+    loaded = model_store.load_lstm_bundle(bundle)
+    x = np.array([[1, 2, 3, 4, 5], [0, 0, 7, 8, 19]], dtype=np.int32)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert model_store.find_lstm_bundle(str(tmp_path)) == bundle
+    assert model_store.cached_lstm(bundle) is model_store.cached_lstm(bundle)
+
+
+def _bundle_with(tmp_path, name, arch=None, weights=None):
+    """A copy of a good bundle whose model.json or weights.npz is replaced."""
+    import io
+    import numpy as np
+    from starscale import lstm
+    folder = tmp_path / name
+    lstm.save_bundle(lstm.build_model(**ARCH, seed=1), str(folder), "<pad>\n", {}, ARCH)
+    if arch is not None:
+        (folder / "model.json").write_text(json.dumps(arch))
+    if weights is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **{f"w{i}": w for i, w in enumerate(weights)})
+        (folder / "weights.npz").write_bytes(buf.getvalue())
+    return str(folder)
+
+
+def test_a_tampered_lstm_bundle_fails_with_the_file_and_key(tmp_path):
+    import numpy as np
+    from starscale import model_store
+    cases = [
+        ({**ARCH, "class_name": "evil_payload.Layer"}, None,
+         r"model.json: unknown key\(s\) class_name"),
+        ({k: v for k, v in ARCH.items() if k != "units"}, None, r"missing key\(s\) units"),
+        ({**ARCH, "vocab_size": 10 ** 12}, None, r"model.json: vocab_size must be int in"),
+        ({**ARCH, "dropout": float("nan")}, None, r"model.json: dropout must be float"),
+        ({**ARCH, "bidirectional": "yes"}, None, r"bidirectional must be true or false"),
+        ({**ARCH, "units": 8}, None, r"weights.npz: w1 is float32 \(4, 16\), the model that "
+                                     r"model.json describes needs float \(4, 32\)"),
+        (None, [np.zeros((20, 4), np.float32)], r"weights.npz: 1 weight arrays, the model"),
+        (None, [np.array([object()] * 3, dtype=object)] * 6, r"weights.npz: unreadable"),
+    ]
+    for i, (arch, weights, message) in enumerate(cases):
+        with pytest.raises(ValueError, match=message):
+            model_store.load_lstm_bundle(_bundle_with(tmp_path, f"b{i}", arch, weights))
+    bad = _bundle_with(tmp_path, "garbage")
+    with open(os.path.join(bad, "weights.npz"), "wb") as fh:
+        fh.write(b"not a zip")
+    with pytest.raises(ValueError, match=r"garbage/weights.npz: not a numpy .npz archive"):
+        model_store.load_lstm_bundle(bad)
+
+
+def test_an_old_keras_bundle_is_refused_without_importing_its_module(tmp_path, monkeypatch):
     from starscale import lstm, model_store
     model = lstm.build_model(20, 5, embedding_dim=4, units=4, seed=1)
     good = tmp_path / "model.keras"
     model.save(str(good))
-    assert model_store.load_lstm_file(str(good)).count_params() == model.count_params()
+    assert model_store.load_lstm_bundle(str(good)).count_params() == model.count_params()
     (tmp_path / "evil_payload.py").write_text(
         f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -331,7 +392,7 @@ def test_a_tampered_lstm_bundle_is_refused_without_importing_its_module(tmp_path
     _tamper_zip(good, bad, b'"module": "keras.layers"', b'"module": "evil_payload"')
     with pytest.raises(ValueError, match=r"model.keras: refusing to load a model whose config "
                        r"names evil_payload\."):
-        model_store.load_lstm_file(str(bad))
+        model_store.load_lstm_bundle(str(bad.parent))
     with pytest.raises(ValueError, match="refusing to load"):
         model_store.cached_lstm(str(bad))
     assert not (tmp_path / "imported").exists()

@@ -6,16 +6,39 @@ here takes plain values (no Config, no Horovod) so the model can be built and te
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import zipfile
 from typing import Any, Iterable
 
 import numpy as np
 
 N_CLASSES = 5
-MODEL_FILE = "model.keras"
+# A saved LSTM is data, not code: the model is rebuilt by build_model from ARCH_FILE (its
+# arguments, checked by check_architecture) and WEIGHTS_FILE (numpy arrays, no pickles) is
+# loaded into it. Nothing in a bundle names a class or module to import.
+ARCH_FILE = "model.json"
+WEIGHTS_FILE = "weights.npz"
+MODEL_FILE = "model.keras"        # bundles before issue 15 (loaded with checkpoints' allow-list)
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "config.json"
+# build_model's arguments that shape the saved model, with their type and allowed range. The
+# bounds keep a tampered model.json from allocating without limit (2^26 × 4096 floats is the
+# largest embedding allowed).
+ARCH_FIELDS: dict[str, tuple[type, float, float]] = {
+    "vocab_size": (int, 2, 2 ** 26),
+    "max_len": (int, 1, 100_000),
+    "embedding_dim": (int, 1, 4096),
+    "units": (int, 1, 4096),
+    "layers": (int, 1, 16),
+    "bidirectional": (bool, 0, 1),
+    "spatial_dropout": (float, 0.0, 0.999),
+    "dropout": (float, 0.0, 0.999),
+    "recurrent_dropout": (float, 0.0, 0.999),
+    "mixed_precision": (bool, 0, 1),
+}
 
 
 def build_model(vocab_size: int, max_len: int, *, embedding_dim: int, units: int, layers: int = 1,
@@ -172,20 +195,104 @@ def weights_checksum(model) -> float:
     return float(sum(np.abs(np.asarray(w, dtype=np.float64)).sum() for w in model.get_weights()))
 
 
-def save_bundle(model, out_dir: str, vocab_text: str, config: dict[str, Any]) -> str:
-    """Write model.keras, vocab.txt and config.json into a local folder; returns it."""
+def check_architecture(raw: Any, where: str) -> dict[str, Any]:
+    """model.json's content → build_model's keyword arguments, or a ValueError naming the file
+    and key: every ARCH_FIELDS key present with its type and range, nothing else."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a JSON object of the model's shape, got "
+                         f"{type(raw).__name__}")
+    unknown = sorted(set(raw) - set(ARCH_FIELDS))
+    missing = sorted(set(ARCH_FIELDS) - set(raw))
+    if unknown or missing:
+        raise ValueError(f"{where}: " + "; ".join(
+            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"missing key(s) {', '.join(missing)}"] if missing else [])))
+    out: dict[str, Any] = {}
+    for key, (kind, low, high) in ARCH_FIELDS.items():
+        value = raw[key]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        else:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value) and low <= value <= high)
+        if not ok:
+            want = "true or false" if kind is bool else f"{kind.__name__} in [{low}, {high}]"
+            raise ValueError(f"{where}: {key} must be {want}, got {value!r}")
+        out[key] = kind(value)
+    return out
+
+
+def weights_bytes(model) -> bytes:
+    """The model's weights in get_weights order as an .npz archive (w0, w1, …)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    return buf.getvalue()
+
+
+def model_from_bytes(arch_data: bytes, weights_data: bytes, where: str):
+    """Rebuild a saved LSTM: build_model(**model.json) with weights.npz loaded into it. Only
+    starscale's own model code runs; a bundle whose files don't fit is a ValueError naming
+    them. where: the bundle folder (for messages)."""
+    arch_where, weights_where = f"{where}/{ARCH_FILE}", f"{where}/{WEIGHTS_FILE}"
+    try:
+        raw = json.loads(arch_data)
+    except ValueError as exc:
+        raise ValueError(f"{arch_where}: not valid JSON ({exc})") from None
+    model = build_model(**check_architecture(raw, arch_where))
+    expected = model.get_weights()
+    if not weights_data.startswith(b"PK"):
+        raise ValueError(f"{weights_where}: not a numpy .npz archive")
+    try:
+        with np.load(io.BytesIO(weights_data), allow_pickle=False) as npz:
+            names = [f"w{i}" for i in range(len(npz.files))]
+            if sorted(npz.files) != sorted(names):
+                raise ValueError(f"{weights_where}: arrays must be named w0..w{len(names) - 1}, "
+                                 f"got {sorted(npz.files)[:5]}")
+            arrays = [npz[name] for name in names]
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"{weights_where}: not a numpy .npz archive ({exc})") from None
+    except ValueError as exc:
+        if str(exc).startswith(weights_where):
+            raise
+        raise ValueError(f"{weights_where}: unreadable ({exc})") from None
+    if len(arrays) != len(expected):
+        raise ValueError(f"{weights_where}: {len(arrays)} weight arrays, the model that "
+                         f"{ARCH_FILE} describes has {len(expected)}")
+    for i, (got, want) in enumerate(zip(arrays, expected)):
+        if got.shape != want.shape or not np.issubdtype(got.dtype, np.floating):
+            raise ValueError(f"{weights_where}: w{i} is {got.dtype} {got.shape}, the model "
+                             f"that {ARCH_FILE} describes needs float {want.shape}")
+    model.set_weights(arrays)
+    return model
+
+
+def save_bundle(model, out_dir: str, vocab_text: str, config: dict[str, Any],
+                architecture: dict[str, Any]) -> str:
+    """Write model.json (architecture: build_model's arguments), weights.npz, vocab.txt and
+    config.json into a local folder; returns it."""
     os.makedirs(out_dir, exist_ok=True)
-    model.save(os.path.join(out_dir, MODEL_FILE))
-    with open(os.path.join(out_dir, VOCAB_FILE), "w") as fh:
-        fh.write(vocab_text)
-    with open(os.path.join(out_dir, CONFIG_FILE), "w") as fh:
-        json.dump(config, fh, indent=2, sort_keys=True, default=str)
+    files = {ARCH_FILE: json.dumps(check_architecture(architecture, ARCH_FILE), indent=2,
+                                   sort_keys=True).encode(),
+             WEIGHTS_FILE: weights_bytes(model), VOCAB_FILE: vocab_text.encode(),
+             CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True, default=str).encode()}
+    for name, data in files.items():
+        with open(os.path.join(out_dir, name), "wb") as fh:
+            fh.write(data)
     return out_dir
 
 
 def load_model(path: str, compile: bool = True):
-    """A saved LSTM: a .keras file or a model folder holding model.keras (safe_mode: no lambdas)."""
+    """A saved LSTM from a local path: a bundle folder (model.json + weights.npz, rebuilt by
+    model_from_bytes; compile is ignored) or a .keras file (checkpoints, older bundles; loaded
+    with safe_mode)."""
     from tensorflow import keras
+    path = str(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, ARCH_FILE)):
+        with open(os.path.join(path, ARCH_FILE), "rb") as arch, \
+                open(os.path.join(path, WEIGHTS_FILE), "rb") as weights:
+            return model_from_bytes(arch.read(), weights.read(), path)
     if os.path.isdir(path):
         path = os.path.join(path, MODEL_FILE)
     if not os.path.isfile(path):

@@ -3,7 +3,10 @@ model is scored on a table.
 
     LR   (train-lr):   <model_dir>/model/ (MLlib LogisticRegressionModel) or
                        <model_dir>/sklearn_model.json (lr.sklearn_to_dict)
-    LSTM (train-lstm): <model_dir>/{model.keras, vocab.txt, config.json} (lstm.save_bundle's layout)
+    LSTM (train-lstm): <model_dir>/{model.json, weights.npz, vocab.txt, config.json}
+                       (lstm.save_bundle's layout; the model is rebuilt from model.json by
+                       starscale's own code and the weights loaded into it; folders from before
+                       issue 15 hold model.keras instead, loaded after the Keras allow-list)
 
 ``score_table(spark, model, encode_dir, split)`` scores a model on one split of encode's output
 (LR: the features table through the model's Spark scorer; LSTM: the sequences shards chunk by
@@ -31,8 +34,9 @@ PRODUCERS = {"lr": "train-lr", "lstm": "train-lstm"}
 
 # Models are data: a model folder may come from anywhere (a manifest's encode_dir, a copied
 # bundle), and both Keras (even with safe_mode in TF 2.15) and PySpark import the module a saved
-# model's metadata names. Nothing is loaded before its metadata passes an allow-list: these
-# for the TF-IDF pipeline, checkpoints.check_keras_bytes for every .keras file.
+# model's metadata names. The LSTM is therefore rebuilt from starscale's own code
+# (lstm.model_from_bytes); the TF-IDF pipeline is loaded only after its metadata passes the
+# allow-list below, and an older bundle's .keras file only after checkpoints.check_keras_bytes.
 TFIDF_STAGE_CLASSES = frozenset(f"org.apache.spark.ml.feature.{name}" for name in (
     "RegexTokenizer", "NGram", "SQLTransformer", "HashingTF", "CountVectorizerModel",
     "IDFModel", "Normalizer"))
@@ -114,33 +118,42 @@ def read_features(spark, encode_dir: str, split: str) -> DataFrame:
 
 
 # --------------------------------------------------------------------------- LSTM
-def find_lstm_file(model_dir: str) -> str:
-    """The model.keras inside a local LSTM model folder (at the top or one level down)."""
-    from starscale.lstm import MODEL_FILE
+def find_lstm_bundle(model_dir: str) -> str:
+    """The LSTM bundle inside a local model folder (at the top or one level down): the folder
+    holding model.json, or an older bundle's model.keras file."""
+    from starscale.lstm import ARCH_FILE, MODEL_FILE
     local = storage.local_path(model_dir)
     if local is None:
         raise ValueError(f"{model_dir}: LSTM models are loaded from a local path; copy it locally")
     if os.path.isfile(local):
         return local
-    top = os.path.join(local, MODEL_FILE)
-    if os.path.isfile(top):
-        return top
-    below = sorted(os.path.join(local, d, MODEL_FILE) for d in os.listdir(local)
-                   if os.path.isfile(os.path.join(local, d, MODEL_FILE))) \
-        if os.path.isdir(local) else []
-    if not below:
-        raise ValueError(f"{model_dir}: no {MODEL_FILE} here or one folder down")
-    return below[0]
+    for name in (ARCH_FILE, MODEL_FILE):
+        if os.path.isfile(os.path.join(local, name)):
+            return local if name == ARCH_FILE else os.path.join(local, name)
+        below = sorted(os.path.join(local, d) for d in os.listdir(local)
+                       if os.path.isfile(os.path.join(local, d, name))) \
+            if os.path.isdir(local) else []
+        if below:
+            return below[0] if name == ARCH_FILE else os.path.join(below[0], name)
+    raise ValueError(f"{model_dir}: no LSTM bundle ({ARCH_FILE} + weights.npz) here or one "
+                     f"folder down")
 
 
-def load_lstm_file(path: str):
-    """A Keras LSTM from a model.keras file, local or on any storage.filesystem URI; its config
-    is checked first (checkpoints.check_keras_bytes)."""
+def load_lstm_bundle(path: str):
+    """A Keras LSTM from a bundle folder, local or on any storage.filesystem URI: rebuilt by
+    lstm.model_from_bytes from model.json + weights.npz. An older bundle (model.keras, or a
+    path to a .keras file) is loaded after checkpoints.check_keras_bytes."""
+    from starscale import lstm
     from starscale.training.checkpoints import load_model_bytes
-    local = storage.local_path(path)
-    if local is not None and os.path.isdir(local):
-        from starscale.lstm import MODEL_FILE
-        path = layout.join(path, MODEL_FILE)
+    path = path.rstrip("/")
+    if not path.endswith(".keras"):
+        arch = storage.read_bytes(layout.join(path, lstm.ARCH_FILE))
+        if arch is not None:
+            weights = storage.read_bytes(layout.join(path, lstm.WEIGHTS_FILE))
+            if weights is None:
+                raise ValueError(f"{path}: {lstm.ARCH_FILE} without {lstm.WEIGHTS_FILE}")
+            return lstm.model_from_bytes(arch, weights, path)
+        path = layout.join(path, lstm.MODEL_FILE)
     data = storage.read_bytes(path)
     if data is None:
         raise ValueError(f"no saved model at {path}")
@@ -179,11 +192,12 @@ def load_tfidf_pipeline(spark, folder: str):
     return encode.load_tfidf_model(folder)
 
 
-def cached_lstm(model_file: str):
-    """The Keras model of model_file, loaded once per Python process (executor)."""
-    model = _LSTM_CACHE.get(model_file)
+def cached_lstm(bundle: str):
+    """The Keras model of a bundle (load_lstm_bundle), loaded once per Python process
+    (executor)."""
+    model = _LSTM_CACHE.get(bundle)
     if model is None:
-        model = _LSTM_CACHE[model_file] = load_lstm_file(model_file)
+        model = _LSTM_CACHE[bundle] = load_lstm_bundle(bundle)
     return model
 
 
@@ -192,28 +206,40 @@ def load_lstm(spark, model_dir: str) -> SavedModel:
     from starscale.training.devices import hide_gpus_in_driver
     hide_gpus_in_driver()
     manifest = require(spark, "lstm", model_dir)
-    return SavedModel("lstm", None, manifest, load_lstm_file(find_lstm_file(model_dir)))
+    return SavedModel("lstm", None, manifest, load_lstm_bundle(find_lstm_bundle(model_dir)))
 
 
-def save_lstm(folder: str, model_file: str, vocab_file: str, config: dict) -> str:
-    """The LSTM bundle into a (staging) model folder: the trained model file, the vocabulary
-    it was encoded with and the resolved config. Returns the model file's new path."""
+def save_lstm(folder: str, model_file: str, vocab_file: str, config: dict,
+              architecture: dict) -> str:
+    """The LSTM bundle into a (staging) model folder: model.json (architecture:
+    lstm.build_model's arguments), the weights of the trained model file (training's
+    final.keras, allow-list checked), the vocabulary it was encoded with and the resolved
+    config. Returns the folder."""
     from starscale import lstm
-    target = layout.join(folder, lstm.MODEL_FILE)
-    storage.copy_file(model_file, target)
+    from starscale.training.checkpoints import load_model_bytes
+    data = storage.read_bytes(model_file)
+    if data is None:
+        raise ValueError(f"no trained model at {model_file}")
+    trained = load_model_bytes(data, compile=False, where=model_file)
+    arch = lstm.check_architecture(architecture, lstm.ARCH_FILE)
+    storage.write_bytes(layout.join(folder, lstm.ARCH_FILE),
+                        json.dumps(arch, indent=2, sort_keys=True).encode())
+    storage.write_bytes(layout.join(folder, lstm.WEIGHTS_FILE), lstm.weights_bytes(trained))
     storage.copy_file(vocab_file, layout.join(folder, lstm.VOCAB_FILE))
     storage.write_bytes(layout.join(folder, lstm.CONFIG_FILE),
                         json.dumps(config, indent=2, sort_keys=True, default=str).encode())
-    return target
+    return folder
 
 
-def lstm_text_settings(model_file: str, encode_dir: str, max_len: int, padding: str,
+def lstm_text_settings(bundle: str, encode_dir: str, max_len: int, padding: str,
                        truncating: str) -> tuple[list[str], int, str, str]:
     """How a saved LSTM encodes text: (vocabulary, max_len, padding, truncating) from its bundle
-    (vocab.txt, config.json); the encode folder's vocab.txt and the given settings otherwise."""
+    (find_lstm_bundle's path: vocab.txt, config.json); the encode folder's vocab.txt and the
+    given settings otherwise."""
     from starscale.encode import load_vocab
     from starscale.lstm import CONFIG_FILE, VOCAB_FILE
-    folder = os.path.dirname(model_file)
+    folder = bundle if os.path.isdir(bundle) else os.path.dirname(bundle)
+    model_file = bundle
     vocab_file = os.path.join(folder, VOCAB_FILE)
     if not os.path.isfile(vocab_file):
         vocab_file = os.path.join(storage.local_path(encode_dir), layout.VOCAB)

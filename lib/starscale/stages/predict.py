@@ -132,11 +132,12 @@ def score_lr(spark, reviews: DataFrame, model_dir: str, encode_dir: str | None) 
                          (F.col("pred") + 1).cast("int").alias("pred_star"), "proba")
 
 
-def score_lstm(reviews: DataFrame, model_file: str, vocab: list[str], max_len: int,
+def score_lstm(reviews: DataFrame, bundle: str, vocab: list[str], max_len: int,
                padding: str, truncating: str, batch_size: int) -> DataFrame:
-    """review_id, star, text → review_id, star, pred_star, proba with a saved Keras LSTM.
+    """review_id, star, text → review_id, star, pred_star, proba with a saved LSTM bundle
+    (model_store.find_lstm_bundle's path).
 
-    The model file must be readable at the same local path on every executor (local mode,
+    The bundle must be readable at the same local path on every executor (local mode,
     or a shared filesystem).
     """
     from starscale.encode import encode_texts, vocab_index
@@ -145,7 +146,7 @@ def score_lstm(reviews: DataFrame, model_file: str, vocab: list[str], max_len: i
     @F.pandas_udf(PROBA_TYPE)
     def lstm_proba(texts: pd.Series) -> pd.Series:
         ids = encode_texts(texts, index.value, max_len, padding, truncating)
-        proba = model_store.lstm_proba(model_store.cached_lstm(model_file), ids, batch_size)
+        proba = model_store.lstm_proba(model_store.cached_lstm(bundle), ids, batch_size)
         return pd.Series(list(proba.astype(np.float64)))
 
     scored = reviews.select("review_id", "star", lstm_proba(F.col("text")).alias("proba"))
@@ -229,11 +230,11 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             encode_dir = model_manifest.get("encode_dir") or cfg.encode_dir()
             predictions = score_lr(spark, reviews, model_dir, encode_dir)
         else:
-            model_file = model_store.find_lstm_file(model_dir)
+            bundle = model_store.find_lstm_bundle(model_dir)
             vocab, max_len, padding, truncating = model_store.lstm_text_settings(
-                model_file, cfg.encode_dir(), cfg.encode.max_len, cfg.encode.padding,
+                bundle, cfg.encode_dir(), cfg.encode.max_len, cfg.encode.padding,
                 cfg.encode.truncating)
-            predictions = score_lstm(reviews, model_file, vocab, max_len, padding, truncating,
+            predictions = score_lstm(reviews, bundle, vocab, max_len, padding, truncating,
                                      pcfg.batch_size)
         counts = _write_counted(spark, staging, path, predictions, quarantine)
         return {"model_kind": kind, "model_name": name, "model_dir": storage.qualify(model_dir),

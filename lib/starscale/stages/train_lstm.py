@@ -1,7 +1,7 @@
 """train-lstm: the LSTM trained with Horovod, each worker streaming its own Parquet shards.
 
-Input: encode/<encode tag> (vocab.txt, sequences/). Output: models/lstm/<sample tag> (model.keras,
-vocab.txt, config.json, manifest with the run_id), checkpoints under checkpoints/lstm/<sample tag>
+Input: encode/<encode tag> (vocab.txt, sequences/). Output: models/lstm/<sample tag>
+(model.json + weights.npz, vocab.txt, config.json, manifest with the run_id), checkpoints under checkpoints/lstm/<sample tag>
 (kept between runs so a rerun resumes), a results row (results.ResultRow) and the test
 predictions under results/, both written before the model folder is published.
 
@@ -22,7 +22,7 @@ from starscale import layout, metrics, model_store, results, storage
 from starscale.config import Config
 from starscale.training import checkpoints, launch
 from starscale.training.hooks import TrainHooks
-from starscale.training.rank import RankArgs, train_rank
+from starscale.training.rank import RankArgs, architecture, train_rank
 
 STAGE = launch.STAGE
 RANK_KEYS = ("workers", "epochs_run", "epochs_completed", "initial_epoch", "stopped_early",
@@ -50,9 +50,10 @@ def run(spark, cfg: Config, force: bool = False, hooks: dict | None = None) -> d
         args = launch.rank_args(cfg, encode_manifest, train_hooks)
         rank_results = _train(cfg, args, force)
         train_seconds = time.time() - started
-        model_file = model_store.save_lstm(staging, checkpoints.final_model_path(args.ckpt_dir),
-                                           args.vocab_path, cfg.to_dict())
-        model = model_store.SavedModel("lstm", None, {}, model_store.load_lstm_file(model_file))
+        bundle = model_store.save_lstm(staging, checkpoints.final_model_path(args.ckpt_dir),
+                                       args.vocab_path, cfg.to_dict(), architecture(args))
+        # Scored as it will be loaded: rebuilt from the bundle's model.json and weights.
+        model = model_store.SavedModel("lstm", None, {}, model_store.load_lstm_bundle(bundle))
         validation = model_store.score_table(spark, model, encode_dir, "validation",
                                              cfg.lstm.batch_size)
         scored = model_store.score_table(spark, model, encode_dir, "test", cfg.lstm.batch_size)

@@ -239,6 +239,17 @@ def restore_state(args: RankArgs, rank: int) -> dict | None:
     return hvd_tf.broadcast_object(state, root_rank=0, name="ckpt_state")
 
 
+def architecture(args: RankArgs) -> dict:
+    """lstm.build_model's arguments that shape the model: what a bundle's model.json holds, so
+    a saved model is rebuilt by the same code (lstm.model_from_bytes)."""
+    lcfg = args.lstm
+    return {"vocab_size": args.vocab_size, "max_len": args.max_len,
+            "embedding_dim": lcfg.embedding_dim, "units": lcfg.units, "layers": lcfg.layers,
+            "bidirectional": lcfg.bidirectional, "spatial_dropout": lcfg.spatial_dropout,
+            "dropout": lcfg.dropout, "recurrent_dropout": lcfg.recurrent_dropout,
+            "mixed_precision": lcfg.mixed_precision}
+
+
 def build_model(args: RankArgs, rank: int, size: int):
     """The compiled model with Horovod's distributed optimizer → (model, learning rate)."""
     import horovod.tensorflow.keras as hvd
@@ -252,13 +263,8 @@ def build_model(args: RankArgs, rank: int, size: int):
         # Only rank 0 reads the vectors: its weights are broadcast to every rank below.
         matrix = pretrained_matrix(lcfg.pretrained_vectors, args.vocab_path, lcfg.embedding_dim,
                                    args.seed)
-    model = lstm.build_model(
-        args.vocab_size, args.max_len, embedding_dim=lcfg.embedding_dim, units=lcfg.units,
-        layers=lcfg.layers, bidirectional=lcfg.bidirectional,
-        spatial_dropout=lcfg.spatial_dropout, dropout=lcfg.dropout,
-        recurrent_dropout=lcfg.recurrent_dropout, embedding_matrix=matrix,
-        embedding_trainable=lcfg.embedding_trainable, mixed_precision=lcfg.mixed_precision,
-        seed=args.seed)
+    model = lstm.build_model(**architecture(args), embedding_matrix=matrix,
+                             embedding_trainable=lcfg.embedding_trainable, seed=args.seed)
     if args.train.use_gpu:
         devices.check_model_cudnn(model)
     # Horovod: scale the learning rate by the number of workers (the effective batch grows).

@@ -229,6 +229,31 @@ def test_failure_watch_aborts_only_after_a_recorded_failure_and_the_grace(tmp_pa
     assert not aborted
 
 
+def test_failure_markers_are_per_launch(tmp_path):
+    """A marker another launch (an earlier killed run, another run of the tag) left is not this
+    launch's failure: the watch ignores it and the error names only this launch's rank; starting
+    a launch clears every marker."""
+    from starscale.training import checkpoints
+    from starscale.training.launch import FailureWatch, failure, new_attempt
+
+    ours, theirs = new_attempt(), new_attempt()
+    assert ours != theirs
+    checkpoints.write_failure(str(tmp_path), "rank 1: theirs", 1, theirs)
+    aborted = []
+    with FailureWatch(str(tmp_path), 0.1, lambda: aborted.append(1), "x", poll_s=0.05,
+                      attempt=ours):
+        time.sleep(0.5)
+    assert not aborted
+    assert "theirs" not in str(failure(str(tmp_path), RuntimeError("exit 1"), attempt=ours))
+    checkpoints.write_failure(str(tmp_path), "rank 0: ours", 0, ours)
+    assert "rank 0: ours" in str(failure(str(tmp_path), RuntimeError("exit 1"), attempt=ours))
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f"_FAILURE-{ours}.json", f"_FAILURE-{theirs}.json"])
+    checkpoints.write_failure(str(tmp_path), "old name", 0)
+    checkpoints.clear_failure(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
 # Horovod's Spark thread ends with "job cancelled" in the background: expected here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_failed_rank_that_never_exits_fails_the_stage_under_spark(spark, config_factory):

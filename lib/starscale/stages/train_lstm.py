@@ -14,6 +14,7 @@ Run: python -m starscale train-lstm --conf conf/local.yaml
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -97,7 +98,8 @@ def _train(cfg: Config, args: RankArgs, force: bool) -> list[dict[str, Any]]:
         checkpoints.clear_checkpoints(args.ckpt_dir)   # --force: train from scratch
     if cfg.train.launcher == "horovodrun" and launch.in_horovodrun():
         checkpoints.clear_failure(args.ckpt_dir)
-        rank_results = launch.gather_results(train_rank(args))
+        rank_results = launch.gather_results(train_rank(
+            dataclasses.replace(args, attempt=launch.horovodrun_attempt())))
     else:
         rank_results = launch.launch(cfg, args)
     return sorted(rank_results, key=lambda r: r["rank"])
@@ -110,7 +112,8 @@ def _train_only(spark, cfg: Config, output: str, chash: str, encode_dir: str,
     if existing and not force and existing.get("config_hash") == chash and existing.get(
             "inputs") == {encode_dir: storage.fingerprint(encode_manifest)}:
         return {"skipped": True, "rank": int(os.environ["HOROVOD_RANK"])}
-    result = train_rank(launch.rank_args(cfg, encode_manifest, hooks))
+    result = train_rank(dataclasses.replace(launch.rank_args(cfg, encode_manifest, hooks),
+                                            attempt=launch.horovodrun_attempt()))
     launch.gather_results(result)   # rank 0 collects every rank's
     return {"skipped": False, **result}
 

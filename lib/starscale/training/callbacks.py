@@ -97,10 +97,12 @@ class NanGuard(_keras_callback()):
     message exactly. Every rank checks at the same batches and, after a NaN step, every rank's
     bias is NaN (the allreduced gradient is NaN everywhere), so all ranks stop together."""
 
-    def __init__(self, rank: int, ckpt_dir: str, epoch_of, check_every: int = 100):
+    def __init__(self, rank: int, ckpt_dir: str, epoch_of, check_every: int = 100,
+                 attempt: str = ""):
         super().__init__()
         self._supports_tf_logs = True    # batch logs stay tensors: Keras does not sync for us
         self.rank, self.ckpt_dir, self.epoch_of = rank, ckpt_dir, epoch_of
+        self.attempt = attempt
         self.check_every = max(1, int(check_every))
         self._first_bad = None
 
@@ -139,7 +141,7 @@ class NanGuard(_keras_callback()):
                 f"{state['completed_epochs']})" if state else "no checkpoint written yet")
         msg = (f"NaN loss at epoch {self.epoch_of() + 1} batch {bad + 1} on rank {self.rank}: "
                f"training stopped; {last}")
-        checkpoints.write_failure(self.ckpt_dir, msg, self.rank)
+        checkpoints.write_failure(self.ckpt_dir, msg, self.rank, self.attempt)
         raise TrainingFailed(msg)
 
 

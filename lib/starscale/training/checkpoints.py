@@ -5,8 +5,9 @@ Folder (layout.checkpoints_dir; shared storage every rank's host can reach): ``e
 a new name each time, never overwritten), ``state.json`` (written last: completed epochs,
 early-stopping state, history, fingerprint and the names of the two files it goes with: the
 one commit point, so best weights and state always change together), ``final.keras``
-(the trained model with best weights restored) and ``_FAILURE.json`` (why a rank failed, read by
-the driver to name the cause in its error). Rank 0 alone writes; every file goes through
+(the trained model with best weights restored) and ``_FAILURE-<attempt>.json`` (why a rank of
+one launch failed, read by that launch's driver to name the cause in its error; per launch, so
+a marker left by an earlier or another run is never taken for this one's). Rank 0 alone writes; every file goes through
 storage.write_bytes (temp file + rename), state last, so a kill leaves a loadable checkpoint.
 """
 from __future__ import annotations
@@ -45,18 +46,31 @@ def read_state(ckpt_dir: str) -> dict | None:
     return _read_json(layout.join(ckpt_dir, STATE_FILE))
 
 
-def read_failure(ckpt_dir: str) -> dict | None:
-    return _read_json(layout.join(ckpt_dir, FAILURE_FILE))
+def failure_file(attempt: str = "") -> str:
+    """The failure marker of one launch (attempt: launch.new_attempt's id; "" for callers that
+    have none, e.g. tools reading an old folder)."""
+    return f"_FAILURE-{attempt}.json" if attempt else FAILURE_FILE
 
 
-def write_failure(ckpt_dir: str, message: str, rank: int) -> None:
-    storage.write_bytes(layout.join(ckpt_dir, FAILURE_FILE),
-                        json.dumps({"rank": rank, "message": message}).encode())
+def read_failure(ckpt_dir: str, attempt: str = "") -> dict | None:
+    return _read_json(layout.join(ckpt_dir, failure_file(attempt)))
+
+
+def write_failure(ckpt_dir: str, message: str, rank: int, attempt: str = "") -> None:
+    storage.write_bytes(layout.join(ckpt_dir, failure_file(attempt)),
+                        json.dumps({"rank": rank, "message": message,
+                                    "attempt": attempt}).encode())
 
 
 def clear_failure(ckpt_dir: str) -> None:
+    """Remove every failure marker (the caller holds the model folder's lease: no other live
+    run of this tag writes here)."""
+    from pyarrow import fs as pafs
     storage.make_dirs(ckpt_dir)
-    storage.delete_file(layout.join(ckpt_dir, FAILURE_FILE))
+    fs, target = storage.filesystem(ckpt_dir)
+    for info in fs.get_file_info(pafs.FileSelector(target)):
+        if info.base_name.startswith("_FAILURE") and info.base_name.endswith(".json"):
+            storage.delete_file(layout.join(ckpt_dir, info.base_name))
 
 
 def clear_checkpoints(ckpt_dir: str) -> None:

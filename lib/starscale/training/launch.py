@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from starscale import layout, storage
@@ -111,10 +112,24 @@ def in_horovodrun() -> bool:
     return "HOROVOD_RANK" in os.environ and "HOROVOD_SIZE" in os.environ
 
 
-def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = None
-            ) -> RuntimeError:
+def new_attempt() -> str:
+    """A fresh launch id (UTC time, pid, random): names the launch's failure marker."""
+    import secrets
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def horovodrun_attempt() -> str:
+    """The launch id shared by the ranks of one horovodrun job that runs the stage itself: its
+    Gloo rendezvous address and port are the same on every rank and new for every job."""
+    key = (os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR", "") + ":"
+           + os.environ.get("HOROVOD_GLOO_RENDEZVOUS_PORT", ""))
+    return "hvd-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = None,
+            attempt: str = "") -> RuntimeError:
     """The stage's error: the failed rank's recorded reason, else the launcher's exception."""
-    info = checkpoints.read_failure(ckpt_dir)
+    info = checkpoints.read_failure(ckpt_dir, attempt)
     reason = info["message"] if info else f"{type(exc).__name__}: {exc}"
     if watch is not None and watch.fired:
         reason += f" ({watch.fired})"
@@ -122,14 +137,17 @@ def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = No
 
 
 class FailureWatch:
-    """Driver side: once a rank has recorded a failure (_FAILURE.json), the launcher gets
+    """Driver side: once a rank of this launch has recorded a failure (its attempt's
+    _FAILURE-<attempt>.json; another run's marker is not read), the launcher gets
     train.failure_grace_s to notice that every rank has ended; past that, `abort` (cancel the
     Spark job, or kill horovodrun) so the stage fails instead of waiting forever on a rank that
     cannot exit (a survivor stuck after its peer's machine died, a hung process). The ranks'
     own stall watchdog covers a rank stuck *before* any failure is recorded."""
 
-    def __init__(self, ckpt_dir: str, grace_s: float, abort, what: str, poll_s: float = 1.0):
+    def __init__(self, ckpt_dir: str, grace_s: float, abort, what: str, poll_s: float = 1.0,
+                 attempt: str = ""):
         self.ckpt_dir, self.grace_s, self.abort, self.what = ckpt_dir, float(grace_s), abort, what
+        self.attempt = attempt
         self.poll_s = poll_s
         self.fired: str | None = None
         self._done = threading.Event()
@@ -147,7 +165,7 @@ class FailureWatch:
     def _watch(self) -> None:
         while not self._done.wait(self.poll_s):
             try:
-                failed = checkpoints.read_failure(self.ckpt_dir)
+                failed = checkpoints.read_failure(self.ckpt_dir, self.attempt)
             except Exception:                # noqa: BLE001 — storage hiccup: look again
                 continue
             if failed:
@@ -182,6 +200,7 @@ def _cancel_spark_jobs() -> None:
 def launch(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
     """Run train_rank on train.workers ranks with the configured launcher; every rank's result."""
     checkpoints.clear_failure(args.ckpt_dir)
+    args = dataclasses.replace(args, attempt=args.attempt or new_attempt())
     launcher = cfg.train.launcher
     if launcher == "local":
         if cfg.train.workers != 1:
@@ -204,7 +223,7 @@ def launch_spark(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
         # Horovod: the driver service and Gloo rendezvous listen on this address only.
         loopback.pin_horovod_services(bind_host)
     watch = FailureWatch(args.ckpt_dir, cfg.train.failure_grace_s, _cancel_spark_jobs,
-                         "Spark job cancelled")
+                         "Spark job cancelled", attempt=args.attempt)
     try:
         with watch:
             # Horovod: one Spark task per worker; the function gets plain values only.
@@ -213,7 +232,7 @@ def launch_spark(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
                                      nics=set(cfg.train.nics) or None,
                                      verbose=1, stdout=sys.stdout, stderr=sys.stderr)
     except Exception as exc:             # noqa: BLE001 — re-raised with the rank's reason
-        raise failure(args.ckpt_dir, exc, watch) from exc
+        raise failure(args.ckpt_dir, exc, watch, args.attempt) from exc
 
 
 def launch_horovodrun(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
@@ -234,10 +253,11 @@ def launch_horovodrun(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
     print(f"{STAGE}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd)
     with FailureWatch(args.ckpt_dir, cfg.train.failure_grace_s, lambda: _stop(proc),
-                      "horovodrun stopped") as watch:
+                      "horovodrun stopped", attempt=args.attempt) as watch:
         returncode = proc.wait()
     if returncode != 0 or not os.path.exists(result_path):
-        raise failure(args.ckpt_dir, RuntimeError(f"horovodrun exited with {returncode}"), watch)
+        raise failure(args.ckpt_dir, RuntimeError(f"horovodrun exited with {returncode}"), watch,
+                      args.attempt)
     with open(result_path) as fh:
         return json.load(fh)
 

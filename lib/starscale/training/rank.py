@@ -47,6 +47,7 @@ class RankArgs:
     fingerprint: str
     hooks: TrainHooks = field(default_factory=TrainHooks)
     hard_exit: bool = True
+    attempt: str = ""            # this launch's id: names its failure marker (checkpoints)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form horovodrun's ranks read (bench/lstm_common.py writes the same)."""
@@ -72,7 +73,8 @@ class RankArgs:
                    class_weights=[float(w) for w in raw["class_weights"]],
                    ckpt_dir=raw["ckpt_dir"], fingerprint=raw["fingerprint"],
                    hooks=TrainHooks.from_dict(raw.get("hooks")),
-                   hard_exit=bool(raw.get("hard_exit", True)))
+                   hard_exit=bool(raw.get("hard_exit", True)),
+                   attempt=str(raw.get("attempt", "")))
 
 
 def train_rank(args: RankArgs) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def train_rank(args: RankArgs) -> dict[str, Any]:
                 rank = -1
             try:
                 checkpoints.write_failure(args.ckpt_dir, f"rank {rank}: {type(exc).__name__}: {exc}",
-                                          rank)
+                                          rank, args.attempt)
             except Exception:                # noqa: BLE001
                 pass
         if args.hard_exit:
@@ -122,7 +124,7 @@ def _train_rank(args: RankArgs) -> dict[str, Any]:
     watchdog = Watchdog(max(args.train.stall_timeout_s, args.train.start_timeout_s),
                         hard_exit=args.hard_exit, where="rank ? (before Horovod init)",
                         on_stall=lambda msg: checkpoints.write_failure(
-                            args.ckpt_dir, msg, getattr(watchdog, "rank", -1)))
+                            args.ckpt_dir, msg, getattr(watchdog, "rank", -1), args.attempt))
     if args.train.start_timeout_s > args.train.stall_timeout_s:
         watchdog.setting = "train.start_timeout_s"
     watchdog.beat("horovod init")
@@ -322,7 +324,7 @@ def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_ra
             verbose=0)))
         callbacks.append(cb.SettleLR(learning_rate, tcfg.warmup_epochs))
     callbacks += [cb.ReseedDropout(args.seed, rank), progress,
-                  cb.NanGuard(rank, args.ckpt_dir, lambda: progress.epoch),
+                  cb.NanGuard(rank, args.ckpt_dir, lambda: progress.epoch, attempt=args.attempt),
                   # the validation metrics, before early stopping and the checkpoint read them
                   cb.ValidationScore(val_ds, watchdog, lambda: progress.epoch), best,
                   cb.Checkpointer(rank, args.ckpt_dir, args.fingerprint, args.lstm, best,

@@ -8,14 +8,16 @@ setting for it; ``horovod.spark.run(nics=...)`` only chooses which addresses the
 It must run in every process that starts one of those servers:
 - the Spark driver, before ``horovod.spark.run`` (driver service, rendezvous server);
 - each executor's Python worker, which runs Horovod's task service. Spark starts those through
-  its daemon module, so ``spark.python.daemon.module=starscale.loopback`` (conf/standalone.yaml)
-  makes every executor Python apply the pin from ``$STARSCALE_HOROVOD_BIND`` (set through
+  its daemon module, so ``spark.python.daemon.module=starscale.loopback`` (the default in local
+  mode, set by spark.build_session; conf/standalone.yaml for the test cluster) makes every
+  executor Python apply the pin from ``$STARSCALE_HOROVOD_BIND`` (set through
   ``spark.executorEnv.STARSCALE_HOROVOD_BIND``) and then run pyspark's own daemon.
 """
 from __future__ import annotations
 
 import os
 import random
+import sys
 
 BIND_ENV = "STARSCALE_HOROVOD_BIND"
 
@@ -69,10 +71,15 @@ def pinned_host() -> str | None:
 
 
 def main() -> None:
-    """Spark's Python daemon with the pin applied first (spark.python.daemon.module)."""
+    """Spark's Python daemon with the pin applied first (spark.python.daemon.module; set by
+    default in local mode by spark.build_session, by conf/standalone.yaml on the test cluster).
+    The workers it forks inherit the pinned port finder."""
     host = os.environ.get(BIND_ENV)
     if host:
-        pin_horovod_services(host)
+        try:
+            pin_horovod_services(host)
+        except ImportError as exc:       # no horovod in this Python: no Horovod services either
+            print(f"starscale.loopback: {BIND_ENV}={host} not applied ({exc})", file=sys.stderr)
     from pyspark import daemon
     daemon.manager()
 

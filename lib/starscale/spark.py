@@ -17,6 +17,17 @@ def executor_python(path: str | None) -> str | None:
     return path
 
 
+LOOPBACK_BIND_ENV = "STARSCALE_HOROVOD_BIND"      # = starscale.loopback.BIND_ENV (no horovod import)
+
+
+def _package_on_disk() -> bool:
+    """starscale is importable from a folder (an install or PYTHONPATH), not only from a
+    --py-files zip, which Spark adds to sys.path only inside its workers, after the daemon
+    module has been imported."""
+    import starscale
+    return ".zip" not in os.path.abspath(starscale.__file__)
+
+
 def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
     """Return a SparkSession for spark_cfg.
 
@@ -52,6 +63,12 @@ def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
         # The driver JVM logs to the run's log file (read when the JVM starts: python -m).
         options = conf.get("spark.driver.extraJavaOptions", "")
         conf["spark.driver.extraJavaOptions"] = f"{options} {run_log.java_options}".strip()
+    if str(spark_cfg.master or "").startswith("local") and _package_on_disk():
+        # Local mode: every rank is on this host, so Horovod's task services (started inside
+        # the executor's Python workers) listen on loopback only, by default (starscale.loopback;
+        # the driver side is pinned by training.launch). Either key set in the config wins.
+        conf.setdefault("spark.python.daemon.module", "starscale.loopback")
+        conf.setdefault(f"spark.executorEnv.{LOOPBACK_BIND_ENV}", "127.0.0.1")
     # spark-submit started the JVM before our code ran: its log is reconfigured at runtime.
     jvm_was_running = SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ
     for key, value in conf.items():

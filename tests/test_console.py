@@ -279,3 +279,36 @@ def test_clean_terminal_and_verbose(tmp_path):
     noisy = _run_cli([*args, "--force", "--verbose"])
     assert noisy.returncode == 0
     assert "SparkContext" in noisy.stderr
+
+
+WORKER_PROBE = """
+import os, sys, warnings
+from starscale import config, console, spark as spark_mod
+run_log = console.open_run_log("probe", sys.argv[1])
+cfg = config.load_config([sys.argv[2]])
+session = spark_mod.build_session(cfg.spark, "probe")
+
+def probe(_):
+    warnings.warn("worker-probe-warning-7261")
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL"), os.environ.get("GRPC_VERBOSITY")
+
+print("ENV", session.sparkContext.parallelize(range(2), 2).map(probe).collect())
+session.stop()
+print("LOG", run_log.path)
+"""
+
+
+def test_python_workers_warnings_go_to_the_log_and_native_levels_reach_them(tmp_path):
+    """A warning raised inside a Spark Python worker (a UDF) lands in the run's log file, not on
+    the terminal (Spark copies the workers' stderr to the JVM's); the workers get the same
+    native log levels as the driver (spark.executorEnv), so TensorFlow there is quiet too."""
+    script = tmp_path / "probe.py"
+    script.write_text(WORKER_PROBE)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), LOCAL], cwd=REPO,
+                          env={k: v for k, v in _env().items() if k not in console.NATIVE_QUIET},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "worker-probe-warning-7261" not in done.stdout + done.stderr
+    assert "ENV [('2', 'ERROR'), ('2', 'ERROR')]" in done.stdout
+    log = Path(done.stdout.split("LOG ", 1)[1].strip())
+    assert "worker-probe-warning-7261" in log.read_text()

@@ -450,11 +450,11 @@ def _task_service_address(_):
 
 def test_local_mode_pins_horovods_task_services_in_the_workers_to_loopback(spark):
     """The executor side, with no setting from the user: spark.build_session makes
-    starscale.loopback the Python daemon in local mode, so the Horovod services a Spark task
+    starscale.worker the Python daemon in local mode, so the Horovod services a Spark task
     starts listen on 127.0.0.1 only (Horovod's own finder binds every interface: '0.0.0.0')."""
     assert spark.sparkContext.master.startswith("local")
     conf = spark.sparkContext.getConf()
-    assert conf.get("spark.python.daemon.module") == "starscale.loopback"
+    assert conf.get("spark.python.daemon.module") == "starscale.worker"
     found = spark.sparkContext.parallelize(range(2), 2).map(_task_service_address).collect()
     assert found == [("127.0.0.1", "127.0.0.1")] * 2
 

@@ -8,16 +8,14 @@ setting for it; ``horovod.spark.run(nics=...)`` only chooses which addresses the
 It must run in every process that starts one of those servers:
 - the Spark driver, before ``horovod.spark.run`` (driver service, rendezvous server);
 - each executor's Python worker, which runs Horovod's task service. Spark starts those through
-  its daemon module, so ``spark.python.daemon.module=starscale.loopback`` (the default in local
-  mode, set by spark.build_session; conf/standalone.yaml for the test cluster) makes every
-  executor Python apply the pin from ``$STARSCALE_HOROVOD_BIND`` (set through
+  its daemon module, so ``spark.python.daemon.module=starscale.worker`` (the default in local
+  mode, set by spark.build_session; conf/standalone.yaml names it starscale.loopback, the same
+  daemon) makes every executor Python apply the pin from ``$STARSCALE_HOROVOD_BIND`` (set through
   ``spark.executorEnv.STARSCALE_HOROVOD_BIND``) and then run pyspark's own daemon.
 """
 from __future__ import annotations
 
-import os
 import random
-import sys
 
 BIND_ENV = "STARSCALE_HOROVOD_BIND"
 
@@ -71,17 +69,10 @@ def pinned_host() -> str | None:
 
 
 def main() -> None:
-    """Spark's Python daemon with the pin applied first (spark.python.daemon.module; set by
-    default in local mode by spark.build_session, by conf/standalone.yaml on the test cluster).
-    The workers it forks inherit the pinned port finder."""
-    host = os.environ.get(BIND_ENV)
-    if host:
-        try:
-            pin_horovod_services(host)
-        except ImportError as exc:       # no horovod in this Python: no Horovod services either
-            print(f"starscale.loopback: {BIND_ENV}={host} not applied ({exc})", file=sys.stderr)
-    from pyspark import daemon
-    daemon.manager()
+    """Spark's Python daemon with the pin applied first: starscale.worker's daemon (this
+    module's name is kept for configs that name it)."""
+    from starscale import worker
+    worker.main()
 
 
 if __name__ == "__main__":

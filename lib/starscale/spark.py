@@ -18,6 +18,7 @@ def executor_python(path: str | None) -> str | None:
 
 
 LOOPBACK_BIND_ENV = "STARSCALE_HOROVOD_BIND"      # = starscale.loopback.BIND_ENV (no horovod import)
+WORKER_LOG_ENV = "STARSCALE_WORKER_LOG"           # = starscale.worker.LOG_ENV
 
 
 def _package_on_disk() -> bool:
@@ -63,12 +64,21 @@ def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
         # The driver JVM logs to the run's log file (read when the JVM starts: python -m).
         options = conf.get("spark.driver.extraJavaOptions", "")
         conf["spark.driver.extraJavaOptions"] = f"{options} {run_log.java_options}".strip()
+    if not console.verbose():
+        # The executors' Python (UDFs, TensorFlow in predict, Horovod's ranks) as quiet as the
+        # driver's: the native libraries' log levels (console.NATIVE_QUIET). Config keys win.
+        for key, value in console.NATIVE_QUIET.items():
+            conf.setdefault(f"spark.executorEnv.{key}", value)
     if str(spark_cfg.master or "").startswith("local") and _package_on_disk():
         # Local mode: every rank is on this host, so Horovod's task services (started inside
-        # the executor's Python workers) listen on loopback only, by default (starscale.loopback;
-        # the driver side is pinned by training.launch). Either key set in the config wins.
-        conf.setdefault("spark.python.daemon.module", "starscale.loopback")
+        # the executor's Python workers) listen on loopback only, by default; the workers'
+        # Python warnings go to the run's log, not the JVM's stderr (the terminal). Both by
+        # starscale.worker as the workers' daemon; the driver side is pinned by
+        # training.launch. Keys set in the config win.
+        conf.setdefault("spark.python.daemon.module", "starscale.worker")
         conf.setdefault(f"spark.executorEnv.{LOOPBACK_BIND_ENV}", "127.0.0.1")
+        if run_log is not None and not run_log.verbose:
+            conf.setdefault(f"spark.executorEnv.{WORKER_LOG_ENV}", run_log.path)
     # spark-submit started the JVM before our code ran: its log is reconfigured at runtime.
     jvm_was_running = SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ
     for key, value in conf.items():

@@ -241,11 +241,12 @@ def test_templates_escape_html_and_keep_markdown_parseable():
     page.add_code("config", "yaml", "k: '<v>'\n")
     files = page.render("T & <U>")
     html_text, md_text = files["index.html"].decode(), files["report.md"].decode()
-    assert "<title>T &amp; &lt;U&gt;</title>" in html_text and "<h1>T &amp; &lt;U&gt;</h1>" in html_text
+    assert "<title>T &amp; &lt;U&gt;</title>" in html_text
+    assert "<h1>T &amp; &lt;U&gt;</h1>" in html_text
     assert "<h2>A &lt;b&gt; &amp; c</h2>" in html_text and "<i>" not in html_text
     assert "<details><summary>2 rows × 2 columns</summary>" in html_text
-    assert '<ul id="verdict-sentences"><li><strong>first &lt;x&gt;</strong></li><li>second</li></ul>' \
-        in html_text
+    assert ('<ul id="verdict-sentences"><li><strong>first &lt;x&gt;</strong></li>'
+            "<li>second</li></ul>") in html_text
     assert "<pre id=\"config\">k: &#39;&lt;v&gt;&#39;\n</pre>" in html_text
     assert _html_tables(html_text)["t1"] == [{"name": "a<b>&c", "x|y": "0.5000"},
                                              {"name": "p|q\nr", "x|y": ""}]
@@ -268,7 +269,8 @@ def test_templates_load_from_the_py_files_zip(tmp_path):
     probe = ("import starscale.report as r\n"
              "page = r._Page(); page.add_table(r.Table('t', ['c'], [[2]]))\n"
              "files = page.render('zipped')\n"
-             "print(r.__file__); print(files['index.html'].decode()); print(files['report.md'].decode())\n")
+             "print(r.__file__)\n"
+             "print(files['index.html'].decode()); print(files['report.md'].decode())\n")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(archive)})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,6 +26,8 @@ def test_package_zip_runs_under_spark_submit(tmp_path):
     names = zipfile.ZipFile(archive).namelist()
     assert "starscale/__init__.py" in names and "starscale/conf/base.yaml" in names
     assert "starscale/conf/local.yaml" in names
+    # the report's Jinja2 templates (PackageLoader reads them from the zip)
+    assert {"starscale/templates/report.html.j2", "starscale/templates/report.md.j2"} <= set(names)
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     env = submit_env(PYSPARK_PYTHON=sys.executable)

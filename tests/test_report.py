@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 
-from starscale import results
+from starscale import report, results
 from starscale.stages import report as report_stage
-from tests.helpers import PNG_MAGIC
+from tests.helpers import PNG_MAGIC, REPO
 from tests.helpers import html_tables as _html_tables
 from tests.helpers import md_tables as _md_tables
 
@@ -227,3 +230,50 @@ def test_report_config_section(config_factory):
     assert config_factory("report.sampling_size=full").report.sampling_size == "full"
     with pytest.raises(ValueError, match="report.sampling_size"):
         config_factory("report.sampling_size=0")
+
+
+def test_templates_escape_html_and_keep_markdown_parseable():
+    page = report._Page()
+    page.section("A <b> & c", "it's <i>")
+    page.add_table(report.Table("t1", ["name", "x|y"], [["a<b>&c", 0.5], ["p|q\nr", None]]),
+                   "Cap & co", collapsed=True)
+    page.add_list("verdict-sentences", [("first <x>", True), ("second", False)])
+    page.add_code("config", "yaml", "k: '<v>'\n")
+    files = page.render("T & <U>")
+    html_text, md_text = files["index.html"].decode(), files["report.md"].decode()
+    assert "<title>T &amp; &lt;U&gt;</title>" in html_text
+    assert "<h1>T &amp; &lt;U&gt;</h1>" in html_text
+    assert "<h2>A &lt;b&gt; &amp; c</h2>" in html_text and "<i>" not in html_text
+    assert "<details><summary>2 rows × 2 columns</summary>" in html_text
+    assert ('<ul id="verdict-sentences"><li><strong>first &lt;x&gt;</strong></li>'
+            "<li>second</li></ul>") in html_text
+    assert "<pre id=\"config\">k: &#39;&lt;v&gt;&#39;\n</pre>" in html_text
+    assert _html_tables(html_text)["t1"] == [{"name": "a<b>&c", "x|y": "0.5000"},
+                                             {"name": "p|q\nr", "x|y": ""}]
+    assert md_text.startswith("# T & <U>\n\n## A <b> & c\n\nit's <i>\n\n### Cap & co\n\n")
+    assert "<!-- table: t1 -->\n| name | x\\|y |\n|---|---|\n| a<b>&c | 0.5000 |\n" \
+           "| p\\|q r |  |\n" in md_text
+    assert "- **first <x>**\n- second\n" in md_text
+    assert md_text.endswith("```yaml\nk: '<v>'\n```\n")
+
+
+def test_templates_load_from_the_py_files_zip(tmp_path):
+    """spark-submit --py-files ships starscale as a zip (make package zips lib/starscale): the
+    templates are read from inside it."""
+    archive = tmp_path / "starscale.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((REPO / "lib" / "starscale").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zf.write(path, path.relative_to(REPO / "lib"))
+    assert "starscale/templates/report.html.j2" in zipfile.ZipFile(archive).namelist()
+    probe = ("import starscale.report as r\n"
+             "page = r._Page(); page.add_table(r.Table('t', ['c'], [[2]]))\n"
+             "files = page.render('zipped')\n"
+             "print(r.__file__)\n"
+             "print(files['index.html'].decode()); print(files['report.md'].decode())\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(archive)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"{archive}/starscale/report.py")
+    assert "<h1>zipped</h1>" in proc.stdout and '<table id="t">' in proc.stdout
+    assert "<!-- table: t -->\n| c |\n|---|\n| 2 |" in proc.stdout

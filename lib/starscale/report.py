@@ -6,14 +6,17 @@ manifests (JSON dicts) and plain values; it returns the report's files as bytes 
 numbers come from the results rows; saved predictions are read only for the paired bootstrap of
 the verdict and for a confusion matrix a row does not carry.
 
-Every table is rendered twice from the same cells — HTML (``<table id="...">``) and markdown
-(preceded by ``<!-- table: id -->``) — so either can be parsed back. Plots are drawn with
-matplotlib's Agg backend (``Figure`` objects, no pyplot state) and referenced by relative name,
-so the folder reads offline with no server, CSS or JavaScript from elsewhere.
+The page is a list of blocks (heading, paragraph, table, image, list, code) that two Jinja2
+templates shipped in the package render: ``templates/report.html.j2`` (autoescaped, inline CSS)
+and ``templates/report.md.j2``. Every table is so rendered twice from the same cells — HTML
+(``<table id="...">``) and markdown (preceded by ``<!-- table: id -->``) — and either can be
+parsed back. Plots are drawn with matplotlib's Agg backend (``Figure`` objects, no pyplot state)
+and referenced by relative name, so the folder reads offline with no server, CSS or JavaScript
+from elsewhere.
 """
 from __future__ import annotations
 
-import html
+import functools
 import io
 import json
 import math
@@ -21,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import jinja2
 import numpy as np
 import pandas as pd
 
@@ -83,24 +87,8 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>"
-                     for row in table.rows)
-    return (f'<table id="{html.escape(table.id)}">\n<thead><tr>{head}</tr></thead>\n'
-            f"<tbody>\n{body}\n</tbody>\n</table>")
-
-
 def _md_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(table: Table) -> str:
-    lines = [f"<!-- table: {table.id} -->",
-             "| " + " | ".join(_md_cell(c) for c in table.columns) + " |",
-             "|" + "|".join("---" for _ in table.columns) + "|"]
-    lines += ["| " + " | ".join(_md_cell(fmt(v)) for v in row) + " |" for row in table.rows]
-    return "\n".join(lines)
 
 
 FRACTION_COLUMN = re.compile(r"^((score|accuracy|macro_f1)(_lo|_hi)?|(precision|recall|f1)(_\d)?"
@@ -416,42 +404,60 @@ def versions_table(own: Mapping[str, str], manifests: Mapping[str, dict]) -> Tab
 
 # --------------------------------------------------------------------------- the report
 class _Page:
-    """The report being written: files (PNG, JSON), tables by id, and the same content as HTML
-    parts and markdown lines."""
+    """The report being written: files (PNG, JSON), tables by id, and its content as blocks
+    (dicts with a kind) that templates/report.html.j2 and report.md.j2 render."""
 
-    def __init__(self, title: str):
+    def __init__(self):
         self.files: dict[str, bytes] = {}
         self.tables: dict[str, Table] = {}
-        self.html: list[str] = []
-        self.md: list[str] = [f"# {title}", ""]
+        self.blocks: list[dict[str, Any]] = []
 
     def section(self, heading: str, text: str = "") -> None:
-        self.html.append(f"<h2>{html.escape(heading)}</h2>")
-        self.md.extend([f"## {heading}", ""])
+        self.blocks.append({"kind": "heading", "level": 2, "text": heading})
         if text:
-            self.html.append(f"<p>{html.escape(text)}</p>")
-            self.md.extend([text, ""])
+            self.paragraph(text)
 
     def paragraph(self, text: str) -> None:
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.extend([text, ""])
+        self.blocks.append({"kind": "paragraph", "text": text})
 
     def add_table(self, t: Table, caption: str = "", collapsed: bool = False) -> None:
+        """collapsed: folded in the page (wide tables), whole in the markdown."""
         self.tables[t.id] = t
         if caption:
-            self.html.append(f"<h3>{html.escape(caption)}</h3>")
-            self.md.extend([f"### {caption}", ""])
-        if collapsed:           # wide tables: folded in the page, whole in the markdown
-            self.html.append(f"<details><summary>{len(t.rows)} rows × {len(t.columns)} "
-                             f"columns</summary>\n{html_table(t)}\n</details>")
-        else:
-            self.html.append(html_table(t))
-        self.md.extend([markdown_table(t), ""])
+            self.blocks.append({"kind": "heading", "level": 3, "text": caption})
+        self.blocks.append({"kind": "table", "table": t, "collapsed": collapsed})
 
     def add_image(self, name: str, data: bytes, alt: str) -> None:
         self.files[name] = data
-        self.html.append(f'<p><img src="{html.escape(name)}" alt="{html.escape(alt)}"></p>')
-        self.md.extend([f"![{alt}]({name})", ""])
+        self.blocks.append({"kind": "image", "name": name, "alt": alt})
+
+    def add_list(self, list_id: str, entries: list[tuple[str, bool]]) -> None:
+        """A bullet list of (text, strong) entries."""
+        self.blocks.append({"kind": "list", "id": list_id, "entries": entries})
+
+    def add_code(self, code_id: str, lang: str, text: str) -> None:
+        self.blocks.append({"kind": "code", "id": code_id, "lang": lang, "text": text})
+
+    def render(self, title: str) -> dict[str, bytes]:
+        """{index.html, report.md}: the blocks through the two templates."""
+        out = {}
+        for name, template in ((INDEX_HTML, "report.html.j2"), (REPORT_MD, "report.md.j2")):
+            text = _templates().get_template(template).render(title=title, blocks=self.blocks)
+            out[name] = (text.rstrip("\n") + "\n").encode()
+        return out
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The templates in starscale/templates/ (PackageLoader reads a folder or the --py-files
+    zip); autoescaped for HTML only."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("starscale", "templates"),
+                             autoescape=lambda name: (name or "").endswith(".html.j2"),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["cell"] = fmt
+    env.filters["md_cell"] = _md_cell
+    return env
 
 
 def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataFrame], *,
@@ -473,7 +479,7 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataF
                               margin=margin, decide_on=decide_on)
     ordered = table.sort_values(["model", "series", "train_rows", "sample_method", "replicate"],
                                 kind="stable", na_position="last")
-    page = _Page(title)
+    page = _Page()
     page.section("Pre-registered comparison")
     page.paragraph(preregistration(margin=margin, decide_on=decide_on, alpha=alpha,
                                    bootstrap=bootstrap, seed=seed))
@@ -495,8 +501,7 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataF
                "bootstrap": bootstrap, "seed": seed, "alpha": alpha, "margin": margin,
                "decide_on": decide_on}
     page.files["verdict.json"] = verdict.dumps(summary).encode()
-    page.files[INDEX_HTML] = _page(title, page.html).encode()
-    page.files[REPORT_MD] = "\n".join(page.md).encode()
+    page.files.update(page.render(title))
     return Report(files=page.files, verdicts=verdicts, plateaus=plateaus, tables=page.tables)
 
 
@@ -529,15 +534,11 @@ def _verdict_section(page: _Page, verdicts: list[dict]) -> None:
                  "then the numbers on both bases.")
     overall = verdict.overall_sentence(verdicts)
     if verdicts:
-        items = ([f"<li><strong>{html.escape(overall)}</strong></li>"] if overall else []) + [
-            f"<li>{html.escape(v['sentence'])}</li>" for v in verdicts]
-        page.html.append('<ul id="verdict-sentences">' + "".join(items) + "</ul>")
-        page.md.extend(([f"- **{overall}**"] if overall else [])
-                       + [f"- {v['sentence']}" for v in verdicts] + [""])
+        page.add_list("verdict-sentences", ([(overall, True)] if overall else [])
+                      + [(v["sentence"], False) for v in verdicts])
     else:
-        text = "No verdict yet: no size has selected runs of both the LSTM and an LR."
-        page.html.append(f'<ul id="verdict-sentences"><li>{text}</li></ul>')
-        page.md.extend([f"- {text}", ""])
+        page.add_list("verdict-sentences", [("No verdict yet: no size has selected runs of "
+                                             "both the LSTM and an LR.", False)])
     rows = []
     for v in verdicts:
         for basis in ("raw", "offsets"):
@@ -710,24 +711,6 @@ def _config_section(page: _Page, ordered: pd.DataFrame, table: pd.DataFrame,
                    collapsed=True)
     page.add_table(versions_table(versions, manifests), "Versions")
     config_text = yaml.safe_dump(verdict.jsonable(dict(config)), sort_keys=False)
-    page.html.append(f'<h3>Config</h3>\n<pre id="config">{html.escape(config_text)}</pre>')
-    page.md.extend(["### Config", "", "```yaml", config_text.rstrip(), "```", ""])
+    page.blocks.append({"kind": "heading", "level": 3, "text": "Config"})
+    page.add_code("config", "yaml", config_text)
 
-
-STYLE = """
-body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px;
-        display: block; max-width: 100%; overflow-x: auto; }  /* wide tables scroll, the page does not */
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f0f0f0; }
-td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; }
-pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
-#verdict-sentences { font-size: 1.15em; }
-"""
-
-
-def _page(title: str, parts: list[str]) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(parts) + "\n</body>\n</html>\n")

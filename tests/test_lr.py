@@ -166,6 +166,35 @@ def test_train_lr_writes_model_results_and_predictions(spark, trained, workspace
         assert storage.read_manifest(spark, model_dir)["engine"] == engine
 
 
+def test_mllib_model_is_saved_from_the_driver_and_scores_as_fitted(spark, trained, workspace):
+    """The MLlib model folder holds the coefficients and metadata written from the driver (no
+    Spark writer task carrying the matrix); the model rebuilt from them gives the probabilities
+    train-lr saved for the test split; a foreign or mismatched file is refused by name."""
+    from starscale import model_store
+    cfg = _cfg(workspace)
+    model_dir = os.path.join(cfg.stage_dir("models"), "lr_mllib", TAG)
+    assert {"mllib_coef.npy", "mllib_model.json"} <= set(os.listdir(model_dir))
+    assert not os.path.exists(os.path.join(model_dir, "model"))
+    loaded = model_store.load(spark, "lr", model_dir)
+    scored = model_store.score_table(spark, loaded, os.path.join(cfg.stage_dir("encode"), TAG))
+    saved = results.read_predictions(cfg.stage_dir("results"), trained["mllib"]["run_id"])
+    saved = saved.sort_values("review_id").reset_index(drop=True)
+    assert list(saved["review_id"]) == list(scored.review_ids)
+    np.testing.assert_allclose(np.vstack(saved["proba"].to_numpy()), scored.proba, atol=1e-12)
+    bad = workspace / "bad_mllib"
+    bad.mkdir()
+    meta = json.loads(open(os.path.join(model_dir, "mllib_model.json")).read())
+    (bad / "mllib_model.json").write_text(json.dumps({**meta, "numFeatures": 3}))
+    (bad / "mllib_coef.npy").write_bytes(open(os.path.join(model_dir, "mllib_coef.npy"),
+                                              "rb").read())
+    with pytest.raises(ValueError, match=r"mllib_coef.npy: float64 \(5, \d+\) with 5 "
+                                         r"intercepts does not fit mllib_model.json"):
+        model_store.load_mllib(str(bad))
+    np.save(str(bad / "mllib_coef.npy"), np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="not a readable MLlib LR model"):
+        model_store.load_mllib(str(bad))
+
+
 def test_train_lr_skips_when_up_to_date(spark, trained, workspace):
     cfg = _cfg(workspace, "lr.engine=mllib")
     again = train_lr.run(spark, cfg)

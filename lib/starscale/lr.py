@@ -77,6 +77,34 @@ def fit_mllib(train: DataFrame, reg_param: float, elastic_net: float, max_iter: 
     return estimator.fit(train.withColumn("label", F.col("label").cast("double")))
 
 
+def mllib_model_data(model) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A fitted multinomial MLlib model as (coefficients k×d, intercepts k, metadata): what
+    model_store writes from the driver instead of Spark's writer, which ships the coefficient
+    matrix inside one task (a one-row DataFrame of a local Seq: 40 MB at 2^20 features)."""
+    coef = np.asarray(model.coefficientMatrix.toArray(), dtype=np.float64)
+    intercept = np.asarray(model.interceptVector.toArray(), dtype=np.float64)
+    meta = {"uid": model.uid, "numClasses": int(model.numClasses),
+            "numFeatures": int(model.numFeatures), "isMultinomial": True}
+    return coef, intercept, meta
+
+
+def mllib_model_from_data(coef: np.ndarray, intercept: np.ndarray, meta: dict[str, Any]):
+    """The MLlib LogisticRegressionModel of mllib_model_data's parts, built in the JVM: the
+    matrix and vector reach it pickled (pyspark.mllib's SerDe), as pyspark passes them."""
+    from pyspark import SparkContext
+    from pyspark.ml.classification import LogisticRegressionModel
+    from pyspark.mllib.common import _py2java
+    from pyspark.mllib.linalg import DenseMatrix, DenseVector
+    sc = SparkContext._active_spark_context
+    k, d = coef.shape
+    # DenseMatrix values are column-major
+    jcoef = _py2java(sc, DenseMatrix(k, d, np.asarray(coef, dtype=np.float64).ravel(order="F")))
+    jintercept = _py2java(sc, DenseVector(np.asarray(intercept, dtype=np.float64)))
+    jmodel = sc._jvm.org.apache.spark.ml.classification.LogisticRegressionModel(
+        str(meta["uid"]), jcoef.asML(), jintercept.asML(), int(k), True)
+    return LogisticRegressionModel._from_java(jmodel)
+
+
 def predict_mllib(model, features: DataFrame) -> DataFrame:
     """features → review_id, label, pred (int 0..4), proba array<double>[5] (lazy)."""
     from pyspark.ml.functions import vector_to_array

@@ -1,8 +1,10 @@
 """Saved models: each kind's files in its folder, saving and loading them, and the one way a
 model is scored on a table.
 
-    LR   (train-lr):   <model_dir>/model/ (MLlib LogisticRegressionModel) or
-                       <model_dir>/sklearn_model.json (lr.sklearn_to_dict)
+    LR   (train-lr):   <model_dir>/{mllib_coef.npy, mllib_model.json} (MLlib: coefficients and
+                       metadata written from the driver, lr.mllib_model_data; older folders
+                       hold Spark's model/ layout) or <model_dir>/sklearn_model.json
+                       (lr.sklearn_to_dict)
     LSTM (train-lstm): <model_dir>/{model.json, weights.npz, vocab.txt, config.json}
                        (lstm.save_bundle's layout; the model is rebuilt from model.json by
                        starscale's own code and the weights loaded into it; folders from before
@@ -15,6 +17,7 @@ predict scores raw text inside Spark with the same LR scorer and the same ``lstm
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -28,7 +31,9 @@ from pyspark.sql import functions as F
 from starscale import layout, lr, metrics, storage
 from starscale.tables import FEATURES_SCHEMA
 
-MLLIB_MODEL = "model"                    # MLlib LogisticRegressionModel folder
+MLLIB_MODEL = "model"                    # MLlib's own layout (encode outputs before issue 16)
+MLLIB_COEF = "mllib_coef.npy"            # MLlib coefficients, classes × features
+MLLIB_META = "mllib_model.json"          # uid, numClasses, numFeatures, intercepts
 SKLEARN_MODEL = "sklearn_model.json"     # scikit-learn coefficients (lr.sklearn_to_dict)
 PRODUCERS = {"lr": "train-lr", "lstm": "train-lstm"}
 
@@ -79,7 +84,13 @@ def require(spark, kind: str, model_dir: str) -> dict:
 def save_lr(spark, folder: str, engine: str, model) -> None:
     """A fitted MLlib or scikit-learn LR into a (staging) model folder."""
     if engine == "mllib":
-        model.write().save(layout.join(folder, MLLIB_MODEL))
+        # From the driver: Spark's writer would ship the coefficients inside one task.
+        coef, intercept, meta = lr.mllib_model_data(model)
+        buf = io.BytesIO()
+        np.save(buf, coef)
+        storage.write_bytes(layout.join(folder, MLLIB_COEF), buf.getvalue())
+        storage.write_bytes(layout.join(folder, MLLIB_META), json.dumps(
+            {**meta, "intercept": intercept.tolist()}).encode())
     else:
         storage.write_text(spark, layout.join(folder, SKLEARN_MODEL),
                            json.dumps(lr.sklearn_to_dict(model)))
@@ -100,14 +111,37 @@ def load_lr(spark, model_dir: str) -> SavedModel:
     engine = manifest.get("engine")
     root = storage.qualify(model_dir)
     if engine == "mllib":
-        from pyspark.ml.classification import LogisticRegressionModel
-        return SavedModel("lr", engine, manifest, lr_predictor(
-            engine, LogisticRegressionModel.load(layout.join(root, MLLIB_MODEL))))
+        return SavedModel("lr", engine, manifest, lr_predictor(engine, load_mllib(root)))
     if engine == "sklearn":
         data = json.loads(storage.read_text(spark, layout.join(root, SKLEARN_MODEL)))
         return SavedModel("lr", engine, manifest, lr_predictor(engine, data))
     raise ValueError(f"{model_dir}/{storage.MANIFEST}: engine {engine!r} is not an LR model "
                      f"(expected mllib or sklearn)")
+
+
+def load_mllib(model_dir: str):
+    """The MLlib LogisticRegressionModel of a train-lr folder: rebuilt from mllib_coef.npy +
+    mllib_model.json (arrays only, no pickles; shapes checked), or Spark's own layout in
+    older folders."""
+    meta_path = layout.join(model_dir, MLLIB_META)
+    meta_bytes = storage.read_bytes(meta_path)
+    if meta_bytes is None:
+        from pyspark.ml.classification import LogisticRegressionModel
+        return LogisticRegressionModel.load(layout.join(model_dir, MLLIB_MODEL))
+    coef_path = layout.join(model_dir, MLLIB_COEF)
+    try:
+        meta = json.loads(meta_bytes)
+        intercept = np.asarray(meta["intercept"], dtype=np.float64)
+        k, d = int(meta["numClasses"]), int(meta["numFeatures"])
+        coef = np.load(io.BytesIO(storage.read_bytes(coef_path) or b""), allow_pickle=False)
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+        raise ValueError(f"{model_dir}: not a readable MLlib LR model ({MLLIB_META}, "
+                         f"{MLLIB_COEF}: {exc})") from None
+    if coef.shape != (k, d) or intercept.shape != (k,) or not np.issubdtype(coef.dtype,
+                                                                              np.floating):
+        raise ValueError(f"{coef_path}: {coef.dtype} {coef.shape} with {intercept.shape[0]} "
+                         f"intercepts does not fit {MLLIB_META} (numClasses {k}, numFeatures {d})")
+    return lr.mllib_model_from_data(coef, intercept, meta)
 
 
 def read_features(spark, encode_dir: str, split: str) -> DataFrame:

@@ -220,7 +220,8 @@ def _value(row: Mapping[str, Any], column: str) -> Any:
     return value
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
+    """A results cell read as a flag: True, 1, "true", "1", "yes" (any case)."""
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value) if value is not None else False
@@ -230,7 +231,7 @@ def lr_setting(row: Mapping[str, Any]) -> str:
     """A label of the LR's features: '4,000 TF-IDF features', 'hashed 1,048,576 TF-IDF
     features', or '' when the row does not say (e.g. from encode.tfidf_features/_hashed)."""
     features = _num(_value(row, FEATURES_COLUMN))
-    hashed = _truthy(_value(row, HASHED_COLUMN))
+    hashed = truthy(_value(row, HASHED_COLUMN))
     if features is None:
         return "hashed TF-IDF" if hashed else ""
     return f"{'hashed ' if hashed else ''}{int(features):,} TF-IDF features"
@@ -350,16 +351,24 @@ def curve_plateaus(curves: pd.DataFrame, min_gain: float) -> list[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- selection
-def select(curves: pd.DataFrame) -> pd.DataFrame:
-    """The selected cell of every (series, train rows): the run with the highest validation
-    score among its samplers (ties: the first sampler in name order). Test scores are never
-    read here. Runs without a validation score cannot be selected."""
-    known = curves[curves["train_rows"].notna() & curves[VAL_SCORE_COLUMN].notna()]
+def pick_best(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The selection rule, the one place it is written: per group of `by`, the run with the
+    highest validation score (ties: the first sample_method in name order). Test scores are
+    never read here; runs without a validation score cannot be selected. Sorted by `by`."""
+    known = runs[runs[VAL_SCORE_COLUMN].notna()] if VAL_SCORE_COLUMN in runs else runs.iloc[0:0]
     if known.empty:
-        return known.assign(selected=[])
-    ordered = known.sort_values(["series", "train_rows", VAL_SCORE_COLUMN, "sample_method"],
-                                ascending=[True, True, False, True], kind="stable")
-    return ordered.drop_duplicates(["series", "train_rows"], keep="first").reset_index(drop=True)
+        return known.reset_index(drop=True)
+    ordered = known.assign(_val=known[VAL_SCORE_COLUMN].astype(float),
+                           _sampler=known["sample_method"].astype(str))
+    ordered = ordered.sort_values([*by, "_val", "_sampler"],
+                                  ascending=[True] * len(by) + [False, True], kind="stable")
+    return (ordered.drop_duplicates(by, keep="first").drop(columns=["_val", "_sampler"])
+            .reset_index(drop=True))
+
+
+def select(curves: pd.DataFrame) -> pd.DataFrame:
+    """The selected cell of every (series, train rows): pick_best among its samplers."""
+    return pick_best(curves[curves["train_rows"].notna()], ["series", "train_rows"])
 
 
 def replicate_runs(table: pd.DataFrame, series: str, cell: str) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from starscale.config import Config, LRFeaturesConfig
+from starscale.verdict import truthy
 
 # Stages in dependency order; a forced stage reruns, and everything after it reruns because
 # its input fingerprints change.
@@ -155,32 +156,25 @@ def replicate_steps(cfg: Config, selected: Iterable[Selected]) -> list[Step]:
 
 
 def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selected]:
-    """From this grid's results rows: per series (the LSTM, each LR engine and feature setting)
-    the sampler (and an LSTM's width) with the highest validation score at the given size
-    (never the test score); ties go to the first sampler in name order, as in verdict.select."""
-    best: dict[str, Mapping[str, Any]] = {}
-    for row in runs:
-        if str(row.get("sample_size")) != str(size) or row.get("val_score") is None:
-            continue
-        if row.get("model") == "lstm":
-            key = "lstm"
-        else:
-            key = (f"lr/{row.get('engine')}/{row.get('encode.tfidf_features')}/"
-                   f"{_truthy(row.get('encode.tfidf_hashed'))}")
-        rank = (-float(row["val_score"]), str(row.get("sample_method")))   # ties: name order
-        if key not in best or rank < (-float(best[key]["val_score"]),
-                                      str(best[key].get("sample_method"))):
-            best[key] = row
+    """From this grid's results rows: per series (verdict.series_label: the LSTM, each LR
+    engine and feature setting) the sampler (and an LSTM's width) that verdict.pick_best
+    chooses at the given size: the verdict's own rule, on validation scores only."""
+    import pandas as pd
+    from starscale import verdict
+    at_size = [dict(r) for r in runs if str(r.get("sample_size")) == str(size)]
+    if not at_size:
+        return []
+    frame = pd.DataFrame(at_size).assign(series=[verdict.series_label(r) for r in at_size])
     out = []
-    for key, row in sorted(best.items()):
-        if key == "lstm":
+    for row in verdict.pick_best(frame, ["series"]).to_dict("records"):
+        if row.get("model") == "lstm":
             units = row.get("lstm.units")
             out.append(Selected("lstm", size, str(row["sample_method"]),
-                                units=int(float(units)) if units is not None else None))
+                                units=int(float(units)) if present(units) else None))
         else:
             out.append(Selected("lr", size, str(row["sample_method"]), LRFeaturesConfig(
                 features=int(float(row["encode.tfidf_features"])),
-                hashed=_truthy(row.get("encode.tfidf_hashed"))), str(row["engine"])))
+                hashed=truthy(row.get("encode.tfidf_hashed"))), str(row["engine"])))
     return out
 
 
@@ -258,7 +252,7 @@ def run_label(row: Mapping[str, Any]) -> str:
     """Model name for the summary: 'lstm' or 'lr_mllib top4000' / 'lr_mllib hash1048576'."""
     if row.get("model") != "lr":
         return str(row.get("model"))
-    kind = "hash" if _truthy(row.get("encode.tfidf_hashed")) else "top"
+    kind = "hash" if truthy(row.get("encode.tfidf_hashed")) else "top"
     features = row.get("encode.tfidf_features")
     suffix = f" {kind}{int(float(features))}" if present(features) else ""
     return f"lr_{row.get('engine')}{suffix}"
@@ -267,6 +261,3 @@ def run_label(row: Mapping[str, Any]) -> str:
 def present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
-
-def _truthy(value: Any) -> bool:
-    return str(value).lower() in ("true", "1", "yes")

@@ -247,8 +247,10 @@ def local_config(output_dir: Path, *overrides: str, conf: list[str] | None = Non
 def synthetic_corpus(spark, rows: int, part_files: int) -> list[str]:
     """The make-corpus TSV files of `rows` rows under out/bench/data (generated once, cached by
     the stage's manifest); returns the part files' paths."""
+    from starscale import storage
     from starscale.stages import make_corpus
     cfg = local_config(WORK / "data" / f"corpus_{rows}", f"corpus.rows={rows}",
                        f"corpus.part_files={part_files}", f"corpus.partitions={max(2, part_files)}")
     summary = make_corpus.run(spark, cfg)
-    return [str(Path(cfg.stage_dir("corpus")) / f) for f in summary["files"]]
+    files = storage.data_dir(spark, cfg.stage_dir("corpus"))     # a published folder's files
+    return [str(Path(files) / f) for f in summary["files"]]

@@ -363,6 +363,7 @@ def scan_main(args) -> None:
     """(--scan, in its own process) time a plain Parquet scan of prepare/reviews' train rows:
     SCAN_RUNS noop writes (read every column, keep nothing), then one Parquet copy."""
     from pyspark.sql import functions as F
+    from starscale import layout, storage
     from starscale.config import load_config
     from starscale.spark import build_session
     from starscale.tables import PREPARE_REVIEWS_SCHEMA
@@ -370,11 +371,12 @@ def scan_main(args) -> None:
     cfg = load_config([str(common.REPO / "conf" / "local.yaml"), *args.conf], args.overrides)
     spark = build_session(cfg.spark, "scan")
     prepare_dir = cfg.stage_dir("prepare")
+    reviews = layout.join(storage.data_dir(spark, prepare_dir), layout.REVIEWS)
     started = time.perf_counter()
 
     def train_reviews():
         # what sample reads: the train rows of prepare/reviews, the columns it keeps
-        return (spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(prepare_dir + "/reviews")
+        return (spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(reviews)
                 .where(F.col("split") == "train").select("review_id", "star", "text"))
 
     runs = []

@@ -526,59 +526,162 @@ class CopyDeleteFS:
                        for k in self._under(path) if k != path})
 
 
-def _version_write(fs, version, parts):
-    def write(staging):
-        for i in range(parts):
-            fs.write_text(f"{staging}/reviews/part-{i}", version)
-        fs.write_text(f"{staging}/vocab.txt", version)
-        return {"version": version}
+FINAL = "s3a://bucket/out/prepare"
+PARTS = {"old": 2, "new": 3}             # each payload's reviews/part-* objects
+
+
+def _payload_write(fs, payload):
+    def write(folder):
+        for i in range(PARTS[payload]):
+            fs.write_text(f"{folder}/reviews/part-{i}", payload)
+        fs.write_text(f"{folder}/vocab.txt", payload)
+        return {"wrote": payload}
     return write
 
 
 def _what_readers_see(fs, final):
-    """None (no manifest: refused) or the one version every data object of the folder holds."""
+    """None (no manifest: refused), else the payload of what a reader reads: the manifest's
+    folder resolved as every reader resolves it (storage.resolve), then its reviews/ table and
+    vocab.txt, asserted complete and of one payload."""
     manifest = fs.files.get(final + "/" + storage.MANIFEST)
     if manifest is None:
         return None
-    version = json.loads(manifest)["version"]
-    data = {k: v for k, v in fs.files.items() if k.startswith(final + "/")
-            and not k.rsplit("/", 1)[1].startswith("_")}
-    assert set(data.values()) == {version}, f"partial output read as complete: {data}"
-    parts = 3 if version == "new" else 2
-    assert sorted(data) == sorted([f"{final}/reviews/part-{i}" for i in range(parts)]
-                                  + [f"{final}/vocab.txt"]), data
-    return version
+    folder = storage.resolve(final, json.loads(manifest))
+    data = {k: v for k, v in fs.files.items()
+            if k == f"{folder}/vocab.txt" or k.startswith(f"{folder}/reviews/")}
+    payload = json.loads(manifest)["wrote"]
+    assert set(data.values()) == {payload}, f"partial output read as complete: {data}"
+    assert sorted(data) == sorted([f"{folder}/reviews/part-{i}" for i in range(PARTS[payload])]
+                                  + [f"{folder}/vocab.txt"]), data
+    return payload
 
 
-def test_object_store_publish_never_leaves_a_partial_version_at_any_kill():
-    final = "s3a://bucket/out/prepare"
-    assert not storage.renames_atomic(final) and storage.renames_atomic("/tmp/x")
-    clean = CopyDeleteFS()
-    storage.publish_with(clean, final, _version_write(clean, "old", 2), {"stage": "t"}, False)
-    base = dict(clean.files)
+def _starting_point(kind):
+    """The store before the publish: nothing; an output of the versioned protocol; or an
+    unversioned one (data at the top, a manifest without data_version: the previous
+    object-store protocol, or a folder copied from a local run)."""
+    if kind == "nothing":
+        return {}
+    if kind == "unversioned":
+        files = {f"{FINAL}/reviews/part-{i}": "old" for i in range(PARTS["old"])}
+        return {**files, f"{FINAL}/vocab.txt": "old",
+                f"{FINAL}/{storage.MANIFEST}": json.dumps({"wrote": "old", "complete": True})}
+    fs = CopyDeleteFS()
+    storage.publish_with(fs, FINAL, _payload_write(fs, "old"), {"stage": "t"}, False)
+    return dict(fs.files)
+
+
+@pytest.mark.parametrize("before", ["versioned", "unversioned", "nothing"])
+def test_object_store_publish_keeps_a_complete_version_readable_at_every_kill(before):
+    """Killed at every step of publish on a store whose rename is copy + delete: a reader
+    resolving the manifest sees the complete old version until the pointer moves, then the
+    complete new one (never nothing, never a mix); the next publish clears the debris."""
+    assert not storage.renames_atomic(FINAL) and storage.renames_atomic("/tmp/x")
+    assert storage.versioned_publish(FINAL)
+    base = _starting_point(before)
+    old = _what_readers_see(CopyDeleteFS(base), FINAL)
+    assert old == (None if before == "nothing" else "old")
     probe = CopyDeleteFS(base)
-    storage.publish_with(probe, final, _version_write(probe, "new", 3), {"stage": "t"}, False)
+    storage.publish_with(probe, FINAL, _payload_write(probe, "new"), {"stage": "t"}, False)
     total = probe.steps
-    seen = set()
+    seen = []
     for kill_at in range(total):
         fs = CopyDeleteFS(base, kill_at=kill_at)
         with pytest.raises(Killed):
-            storage.publish_with(fs, final, _version_write(fs, "new", 3), {"stage": "t"}, False)
-        seen.add(_what_readers_see(fs, final))
+            storage.publish_with(fs, FINAL, _payload_write(fs, "new"), {"stage": "t"}, False)
+        seen.append(_what_readers_see(fs, FINAL))
         fs.kill_at = None                                     # the rerun, not killed
-        storage.publish_with(fs, final, _version_write(fs, "new", 3), {"stage": "t"}, False)
-        assert _what_readers_see(fs, final) == "new"
-        assert not any(k.startswith(final + storage.STAGING_SUFFIX) or k.endswith(
-            storage.PUBLISHING) for k in fs.files)
-    assert seen == {"old", None, "new"}     # old complete, refused, or new complete
+        storage.publish_with(fs, FINAL, _payload_write(fs, "new"), {"stage": "t"}, False)
+        assert _what_readers_see(fs, FINAL) == "new"
+        version = json.loads(fs.files[f"{FINAL}/{storage.MANIFEST}"])[storage.VERSION_KEY]
+        assert fs.children(FINAL) == [f"{FINAL}/{storage.MANIFEST}", f"{FINAL}/{version}"]
+        assert not any(k.startswith(FINAL + storage.STAGING_SUFFIX) for k in fs.files)
+    # the old version until the one manifest write, the new one from then on: one switch
+    switch = seen.index("new")
+    assert seen == [old] * switch + ["new"] * (total - switch)
+    assert 0 < switch < total               # data written first, the marker removed last
     # the rename-swap protocol on such a store does leave partial outputs: why it is not used
-    partial = 0
-    for kill_at in range(total):
-        fs = CopyDeleteFS(base, kill_at=kill_at)
-        with pytest.raises(Killed):
-            storage.publish_with(fs, final, _version_write(fs, "new", 3), {"stage": "t"}, True)
-        try:
-            _what_readers_see(fs, final)
-        except AssertionError:
-            partial += 1
-    assert partial > 0
+    if before == "unversioned":
+        swap = CopyDeleteFS(base)
+        storage.publish_with(swap, FINAL, _payload_write(swap, "new"), {"stage": "t"}, True)
+        partial = 0
+        for kill_at in range(swap.steps):
+            fs = CopyDeleteFS(base, kill_at=kill_at)
+            with pytest.raises(Killed):
+                storage.publish_with(fs, FINAL, _payload_write(fs, "new"), {"stage": "t"}, True)
+            try:
+                _what_readers_see(fs, FINAL)
+            except AssertionError:
+                partial += 1
+        assert partial > 0
+
+
+def test_old_versions_are_deleted_only_after_the_pointer_moved():
+    fs = CopyDeleteFS(_starting_point("versioned"))
+    old = storage.resolve(FINAL, json.loads(fs.files[f"{FINAL}/{storage.MANIFEST}"]))
+    log = []
+    real_delete, real_write = fs.delete, fs.write_text
+    fs.delete = lambda path: (log.append(("delete", path)), real_delete(path))[1]
+    fs.write_text = lambda path, text: (log.append(("write", path)), real_write(path, text))[1]
+    storage.publish_with(fs, FINAL, _payload_write(fs, "new"), {"stage": "t"}, False)
+    pointer = log.index(("write", f"{FINAL}/{storage.MANIFEST}"))
+    assert ("delete", old) in log[pointer:] and ("delete", old) not in log[:pointer]
+
+
+def test_a_manifest_cannot_point_readers_outside_its_folder():
+    assert storage.resolve(FINAL, None) == FINAL
+    assert storage.resolve(FINAL, {"complete": True}) == FINAL
+    good = "v-20260101T000000Z-0123abcd"
+    assert storage.resolve(FINAL, {storage.VERSION_KEY: good}) == f"{FINAL}/{good}"
+    for bad in ("../ingest", "v-1/../../x", "/etc", "", 3):
+        with pytest.raises(ValueError, match=r"data_version .* is not a version folder name"):
+            storage.resolve(FINAL, {storage.VERSION_KEY: bad})
+
+
+def _table_write(spark, rows):
+    def write(folder):
+        spark.createDataFrame(rows, "id long, v string").write.parquet(folder + "/table")
+        return {"counts": {"rows": len(rows)}}
+    return write
+
+
+def _read_table(spark, out):
+    return sorted(tuple(r) for r in spark.read.parquet(
+        storage.data_dir(spark, out) + "/table").collect())
+
+
+def test_versioned_publish_through_hadoop_on_a_local_disk(spark, tmp_path, monkeypatch):
+    """The versioned protocol through Spark's Hadoop filesystem ($STARSCALE_VERSIONED_PUBLISH=1
+    forces it on a local path): version folder + pointer, readers resolve it with or without
+    Spark, the skip rule holds, a killed write leaves the old version and an orphan the next
+    publish removes, a failed first write leaves nothing."""
+    monkeypatch.setenv(storage.VERSIONED_PUBLISH_ENV, "1")
+    out = tmp_path / "o"
+    kw = dict(stage="t", output=str(out), config_hash="h", config={})
+    first = storage.run_stage(spark, write=_table_write(spark, [(1, "a")]), **kw)
+    version = first[storage.VERSION_KEY]
+    assert sorted(os.listdir(out)) == [storage.MANIFEST, version]
+    assert storage.data_dir(spark, str(out)) == f"{out}/{version}"
+    assert storage.data_dir(None, str(out)) == f"{out}/{version}"          # pyarrow's read
+    assert _read_table(spark, str(out)) == [(1, "a")]
+    assert storage.run_stage(spark, write=_table_write(spark, [(9, "z")]), **kw)["skipped"]
+
+    def killed(folder):
+        _table_write(spark, [(2, "half")])(folder)
+        raise KeyboardInterrupt("killed")               # a BaseException: nothing cleans up
+
+    with pytest.raises(KeyboardInterrupt):
+        storage.publish(spark, str(out), killed, {"stage": "t"})
+    assert len([n for n in os.listdir(out) if n.startswith("v-")]) == 2    # the orphan
+    assert storage.require_manifest(spark, str(out), "t")[storage.VERSION_KEY] == version
+    assert _read_table(spark, str(out)) == [(1, "a")]
+    second = storage.run_stage(spark, write=_table_write(spark, [(2, "b")]), force=True, **kw)
+    assert sorted(os.listdir(out)) == [storage.MANIFEST, second[storage.VERSION_KEY]]
+    assert _read_table(spark, str(out)) == [(2, "b")]
+    assert not os.path.exists(str(out) + storage.LEASE_SUFFIX)
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="boom"):
+        storage.publish(spark, str(fresh), lambda f: (_ for _ in ()).throw(RuntimeError("boom")),
+                        {"stage": "t"})
+    assert not fresh.exists()

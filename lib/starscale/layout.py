@@ -3,7 +3,9 @@
 Every stage folder, model folder, checkpoint folder, the results table and the report are named
 here from the config; stages, trainers and the pipeline ask this module instead of joining
 paths themselves. Paths come back as given by the config (relative or URI); storage.qualify
-makes them absolute where needed.
+makes them absolute where needed. A published folder's files are read from
+storage.data_dir(spark, folder) (or storage.resolve with its manifest): the folder itself on
+local disks and HDFS, its current version folder <folder>/v-<utc>-<id>/ on object stores.
 
     <run.output_dir>/
       corpus/  ingest/  prepare/                      one folder per data stage
@@ -35,7 +37,8 @@ TRAIN = "train"
 
 
 def join(folder: str, *names: str) -> str:
-    """folder/name/...: the one way a file or table inside a published folder is named."""
+    """folder/name/...: the one way a file or table inside a published folder is named (pass
+    storage.data_dir(spark, folder) when reading: the data may live in a version folder)."""
     return "/".join([folder.rstrip("/"), *names])
 
 

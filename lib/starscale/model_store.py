@@ -10,6 +10,10 @@ model is scored on a table.
                        starscale's own code and the weights loaded into it; folders from before
                        issue 15 hold model.keras instead, loaded after the Keras allow-list)
 
+A model or encode folder is a published output: its files are read from
+``storage.resolve(folder, manifest)`` / ``storage.data_dir`` (a version folder inside it on
+object stores), never from the folder itself.
+
 ``score_table(spark, model, encode_dir, split)`` scores a model on one split of encode's output
 (LR: the features table through the model's Spark scorer; LSTM: the sequences shards chunk by
 chunk through ``lstm_proba``) → ``Scored``. train-lr, train-lstm and evaluate all call it;
@@ -109,7 +113,7 @@ def lr_predictor(engine: str, model) -> Callable[[DataFrame], DataFrame]:
 def load_lr(spark, model_dir: str) -> SavedModel:
     manifest = require(spark, "lr", model_dir)
     engine = manifest.get("engine")
-    root = storage.qualify(model_dir)
+    root = storage.resolve(model_dir, manifest)
     if engine == "mllib":
         return SavedModel("lr", engine, manifest, lr_predictor(engine, load_mllib(root)))
     if engine == "sklearn":
@@ -146,7 +150,8 @@ def load_mllib(model_dir: str):
 
 def read_features(spark, encode_dir: str, split: str) -> DataFrame:
     """One split of encode/<tag>/features: review_id, label, weight, features."""
-    return (spark.read.schema(FEATURES_SCHEMA).parquet(layout.join(encode_dir, layout.FEATURES))
+    features = layout.join(storage.data_dir(spark, encode_dir), layout.FEATURES)
+    return (spark.read.schema(FEATURES_SCHEMA).parquet(features)
             .where(F.col("split") == split)
             .select("review_id", "label", "weight", "features"))
 
@@ -154,11 +159,14 @@ def read_features(spark, encode_dir: str, split: str) -> DataFrame:
 # --------------------------------------------------------------------------- LSTM
 def find_lstm_bundle(model_dir: str) -> str:
     """The LSTM bundle inside a local model folder (at the top or one level down): the folder
-    holding model.json, or an older bundle's model.keras file."""
+    holding model.json, or an older bundle's model.keras file; a published model folder is
+    resolved first (storage.data_dir: its version folder, if any)."""
     from starscale.lstm import ARCH_FILE, MODEL_FILE
     local = storage.local_path(model_dir)
     if local is None:
         raise ValueError(f"{model_dir}: LSTM models are loaded from a local path; copy it locally")
+    if os.path.isdir(local):
+        local = storage.local_path(storage.data_dir(None, local))
     if os.path.isfile(local):
         return local
     for name in (ARCH_FILE, MODEL_FILE):
@@ -268,15 +276,16 @@ def save_lstm(folder: str, model_file: str, vocab_file: str, config: dict,
 def lstm_text_settings(bundle: str, encode_dir: str, max_len: int, padding: str,
                        truncating: str) -> tuple[list[str], int, str, str]:
     """How a saved LSTM encodes text: (vocabulary, max_len, padding, truncating) from its bundle
-    (find_lstm_bundle's path: vocab.txt, config.json); the encode folder's vocab.txt and the
-    given settings otherwise."""
+    (find_lstm_bundle's path: vocab.txt, config.json); the (published, local) encode folder's
+    vocab.txt and the given settings otherwise."""
     from starscale.encode import load_vocab
     from starscale.lstm import CONFIG_FILE, VOCAB_FILE
     folder = bundle if os.path.isdir(bundle) else os.path.dirname(bundle)
     model_file = bundle
     vocab_file = os.path.join(folder, VOCAB_FILE)
     if not os.path.isfile(vocab_file):
-        vocab_file = os.path.join(storage.local_path(encode_dir), layout.VOCAB)
+        vocab_file = os.path.join(storage.local_path(storage.data_dir(None, encode_dir)),
+                                  layout.VOCAB)
     if not os.path.isfile(vocab_file):
         raise ValueError(f"{model_file}: no vocab.txt beside the model nor in {encode_dir}")
     with open(vocab_file) as fh:
@@ -311,8 +320,8 @@ def score_table(spark, model: SavedModel, encode_dir: str, split: str = "test",
         ids, y_true, y_pred, proba = lr.collect_predictions(
             model.predictor(read_features(spark, encode_dir, split)))
     else:
-        ids, y_true, y_pred, proba = _score_sequences(model.predictor, encode_dir, split,
-                                                      batch_size)
+        ids, y_true, y_pred, proba = _score_sequences(
+            model.predictor, storage.data_dir(spark, encode_dir), split, batch_size)
     if y_true is None or len(y_true) == 0:
         raise ValueError(f"{encode_dir}: the {split} split is empty or has null labels")
     return Scored(ids, y_true, y_pred, proba, time.time() - started)

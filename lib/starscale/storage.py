@@ -2,15 +2,21 @@
 
 Two ways in, one for each side of the job:
 - with a SparkSession (stages on the driver): Hadoop's FileSystem API through the session's
-  JVM, so the same code works on a local disk, HDFS or S3. A stage writes into
-  ``<output>._staging``, puts its manifest there last, then swaps the staging folder into place
-  with renames. A run killed before the swap leaves the previous output untouched; a folder
-  without ``_MANIFEST.json`` is never read as an input.
+  JVM, so the same code works on a local disk, HDFS or S3. Every published folder holds its
+  ``_MANIFEST.json``, written last; a folder without one is never read as an input. Local
+  disks and HDFS (a folder rename is atomic): a stage writes into ``<output>._staging``, puts
+  its manifest there last, then swaps the staging folder into place with renames. Object
+  stores (a rename is copy + delete): a stage writes a new version folder
+  ``<output>/v-<utc>-<id>/`` and then ``<output>/_MANIFEST.json``, whose ``data_version``
+  names it, in one single-object write; older versions are deleted only after that.
+  Either way a kill leaves the previous output readable and complete.
 - without one (Horovod ranks, the results table, the report's files): pyarrow's filesystems,
   resolved by ``filesystem(path)``; ``write_bytes`` writes a temp file and renames it over the
   target so readers see the old or the new file, never half of one.
 
-Which paths exist is decided by starscale.layout; this module only reads and writes them.
+Readers of a published folder go through ``data_dir`` (or ``resolve`` with a manifest already
+read): ``<output>/<data_version>`` when the manifest names a version, else ``<output>``. Which
+paths exist is decided by starscale.layout; this module only reads and writes them.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from typing import Any, Callable
@@ -155,9 +162,38 @@ def rename(spark, src: str, dst: str) -> None:
 
 
 def write_text(spark, path: str, text: str) -> None:
-    """Write a small text file (temp file + rename, so readers never see half of it)."""
-    fs, jpath = _fs(spark, path)
-    tmp = spark._jvm.org.apache.hadoop.fs.Path(qualify(path) + ".tmp")
+    """Write a small text file whole: a reader sees the old text or the new one, and a file
+    that existed never goes missing in between (a manifest is what readers resolve).
+    Local disk: a hidden temp file renamed over the target (rename(2) replaces atomically).
+    Object stores: one create, which S3A and the GCS connector make visible only on close (a
+    single PUT). HDFS and the rest: a temp file, then delete + rename (there starscale writes
+    manifests only into staging folders, which no reader opens)."""
+    final = qualify(path)
+    local = local_path(final)
+    if local is not None:
+        folder, name = os.path.split(local)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            stale_crc = os.path.join(folder, f".{name}.crc")   # Hadoop's checksum of old bytes
+            if os.path.exists(stale_crc):
+                os.remove(stale_crc)
+            os.replace(tmp, local)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    fs, jpath = _fs(spark, final)
+    if not renames_atomic(final):
+        out = fs.create(jpath, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        return
+    tmp = spark._jvm.org.apache.hadoop.fs.Path(final + ".tmp")
     out = fs.create(tmp, True)
     try:
         out.write(bytearray(text.encode("utf-8")))
@@ -247,6 +283,36 @@ def read_manifest_local(output: str) -> dict | None:
         return None
     with open(path) as fh:
         return json.load(fh)
+
+
+# Object-store publish: the manifest's pointer to the version folder that holds the data.
+VERSION_KEY = "data_version"
+VERSION_NAME = re.compile(r"v-\d{8}T\d{6}Z-[0-9a-f]{8}")     # v-<utc>-<8 hex>
+
+
+def resolve(output: str, manifest: dict | None) -> str:
+    """The folder a published output's data lives in, given its manifest: <output>/<version>
+    when the manifest names a version (object-store publish), else <output> itself (local
+    disk, HDFS, older outputs, or no manifest). A name that is not a version folder's is a
+    ValueError: a manifest is data and never steers a reader outside its folder."""
+    final = qualify(output)
+    version = (manifest or {}).get(VERSION_KEY)
+    if version is None:
+        return final
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+        raise ValueError(f"{final}/{MANIFEST}: {VERSION_KEY} {version!r} is not a version "
+                         f"folder name (v-<utc>-<id>)")
+    return f"{final}/{version}"
+
+
+def data_dir(spark, output: str) -> str:
+    """resolve(output, its manifest now): the one way to find a published folder's files.
+    spark None: the manifest is read through pyarrow (Horovod ranks, code without a session).
+    A folder without a manifest (a staging or version folder, a raw input) is itself."""
+    if spark is not None:
+        return resolve(output, read_manifest(spark, output))
+    data = read_bytes(qualify(output) + "/" + MANIFEST)
+    return resolve(output, json.loads(data) if data else None)
 
 
 def require_manifest(spark, path: str, producer: str) -> dict:
@@ -449,13 +515,28 @@ def release_lease(spark, output: str, holder: dict) -> None:
 
 
 # Stores whose folder rename is one atomic metadata operation; everything else (s3a, gs, abfs,
-# wasb, ...) renames by copy + delete and gets the object-store protocol below.
+# wasb, ...) renames by copy + delete and gets the versioned protocol below.
 ATOMIC_RENAME_SCHEMES = ("", "file", "hdfs", "viewfs")
-PUBLISHING = "_PUBLISHING.json"   # object stores: "starscale is publishing into this folder"
+PUBLISHING = "_PUBLISHING.json"   # versioned publish: "starscale is publishing into this folder"
+# "1": the versioned (object-store) protocol on every store, local disks included. For tests and
+# drills of the object-store path on a laptop; not a setting for production runs.
+VERSIONED_PUBLISH_ENV = "STARSCALE_VERSIONED_PUBLISH"
 
 
 def renames_atomic(path: str) -> bool:
     return urlparse(qualify(path)).scheme in ATOMIC_RENAME_SCHEMES
+
+
+def versioned_publish(path: str) -> bool:
+    """Whether publish writes version folders + a pointer manifest here (object stores, or any
+    store under $STARSCALE_VERSIONED_PUBLISH=1) rather than swapping a staging folder in."""
+    return os.environ.get(VERSIONED_PUBLISH_ENV) == "1" or not renames_atomic(path)
+
+
+def new_version() -> str:
+    """A version folder name: v-<utc>-<8 hex>, so names sort by time and never collide."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"v-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
 class _HadoopOps:
@@ -507,32 +588,46 @@ def _check_ours(ops, final: str) -> None:
 
 def publish(spark, output: str, write: Callable[[str], dict[str, Any]],
             manifest_base: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-    """Run write(staging_dir) → stage counts, then publish staging_dir as output.
+    """Run write(folder) → stage counts into a fresh folder, then publish it as output.
 
     Holds the output's lease (acquire_lease) from start to end. An existing output without a
-    manifest is never replaced. Local disks and HDFS: the manifest goes into the staging folder
-    last, then two renames swap it in (atomic; a kill between them is finished by _recover).
-    Object stores: publish_object_store (a reader sees the old complete version, then no
-    version, then the new complete one; never a partial one).
+    manifest is never replaced. Local disks and HDFS: write gets <output>._staging; the
+    manifest goes into it last, then two renames swap it in (atomic; a kill between them is
+    finished by _recover). Object stores (versioned_publish): write gets a new version folder
+    inside the output and the manifest naming it is written last, in one single-object write
+    (publish_versioned). Either way readers see the old complete output or the new one.
     """
     final = qualify(output)
     lease = acquire_lease(spark, final, str(manifest_base.get("stage")), run_id)
     try:
-        if renames_atomic(final):
+        versioned = versioned_publish(final)
+        if not versioned:
             _recover(spark, final)
-        return publish_with(_HadoopOps(spark), final, write, manifest_base, renames_atomic(final))
+        return publish_with(_HadoopOps(spark), final, write, manifest_base, not versioned)
     finally:
         release_lease(spark, final, lease)
 
 
 def publish_with(ops, final: str, write: Callable[[str], dict[str, Any]],
                  manifest_base: dict[str, Any], atomic_rename: bool) -> dict[str, Any]:
-    """publish's steps on a filesystem `ops` (_HadoopOps or a test's fake)."""
-    staging = final + STAGING_SUFFIX
+    """publish's steps on a filesystem `ops` (_HadoopOps or a test's fake): the rename swap
+    when atomic_rename, else publish_versioned."""
     _check_ours(ops, final)
-    ops.delete(staging)                  # leftovers of a killed run (we hold the lease)
+    if atomic_rename:
+        target, version = final + STAGING_SUFFIX, None
+        ops.delete(target)               # leftovers of a killed run (we hold the lease)
+    else:
+        version = new_version()
+        target = final + "/" + version
+        ops.write_text(final + "/" + PUBLISHING, json.dumps({"publishing": version}))
+        _remove_unreferenced(ops, final)     # orphans of a killed run (we hold the lease)
     started = time.time()
-    produced = write(staging)
+    try:
+        produced = write(target)
+    except Exception:
+        if version is not None:
+            _abandon(ops, final, target)
+        raise
     manifest = {
         **manifest_base,
         **produced,
@@ -541,39 +636,58 @@ def publish_with(ops, final: str, write: Callable[[str], dict[str, Any]],
         "seconds": round(time.time() - started, 3),
         "complete": True,
     }
+    if version is not None:
+        manifest[VERSION_KEY] = version
     if isinstance(manifest.get("config"), dict):       # a second guard: to_dict redacts already
         from starscale.config import redact_secrets
         manifest["config"] = redact_secrets(manifest["config"])
     text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
     _check_ours(ops, final)              # nothing foreign appeared while we wrote
     if atomic_rename:
-        ops.write_text(staging + "/" + MANIFEST, text)
+        ops.write_text(target + "/" + MANIFEST, text)
         if ops.exists(final):
             ops.rename(final, final + OLD_SUFFIX)
-        ops.rename(staging, final)
+        ops.rename(target, final)
         ops.delete(final + OLD_SUFFIX)
     else:
-        publish_object_store(ops, final, staging, text)
+        publish_versioned(ops, final, text)
     return manifest
 
 
-def publish_object_store(ops, final: str, staging: str, manifest_text: str) -> None:
-    """Object stores (a rename is copy + delete, only a single-object write is atomic): mark the
-    folder as ours, withdraw the old manifest (readers now refuse the folder), replace the data
-    object by object, and write the new manifest last, in one PUT. A kill at any step leaves the
-    old complete version or a folder readers refuse (no manifest) that the next publish, seeing
-    the marker, replaces: never a partial version read as complete."""
-    marker = final + "/" + PUBLISHING
-    ops.write_text(marker, json.dumps({"publishing": True}))
-    ops.delete(final + "/" + MANIFEST)
-    for child in ops.children(final):
-        if child != marker:
-            ops.delete(child)
-    for child in ops.children(staging):
-        ops.rename(child, final + "/" + child.rsplit("/", 1)[1])
+def publish_versioned(ops, final: str, manifest_text: str) -> None:
+    """Object stores (a rename is copy + delete; only a single-object write is atomic): the new
+    version folder is complete, so move the pointer, the manifest, in one write; then delete
+    what it no longer names (older versions, the top-level data of an unversioned output) and
+    the marker. Before the manifest write a reader resolves to the old complete version, after
+    it to the new one; a kill anywhere leaves one of them and debris that the next publish
+    removes (publish_with: _remove_unreferenced, under the lease)."""
     ops.write_text(final + "/" + MANIFEST, manifest_text)
-    ops.delete(marker)
-    ops.delete(staging)
+    _remove_unreferenced(ops, final)
+    ops.delete(final + "/" + PUBLISHING)
+
+
+def _remove_unreferenced(ops, final: str) -> None:
+    """Delete every child of a versioned output that no reader can reach: all but the
+    manifest, the marker and the data the manifest names (its version folder; for a manifest
+    without a version, the top-level data it describes, keeping only version folders out)."""
+    manifest = _manifest_of(ops, final)
+    version = (manifest or {}).get(VERSION_KEY)
+    for child in ops.children(final):
+        name = child.rsplit("/", 1)[1]
+        if name in (MANIFEST, PUBLISHING) or name == version:
+            continue
+        if manifest is not None and version is None and not VERSION_NAME.fullmatch(name):
+            continue                     # an unversioned output's own data: still read
+        ops.delete(child)
+
+
+def _abandon(ops, final: str, target: str) -> None:
+    """A write that failed (not a kill): drop its version folder, and the marker and the folder
+    when nothing was published there before."""
+    ops.delete(target)
+    ops.delete(final + "/" + PUBLISHING)
+    if not ops.children(final):
+        ops.delete(final)
 
 
 def run_stage(spark, *, stage: str, output: str, config_hash: str, config: dict,

@@ -145,7 +145,8 @@ def run_experiment(spark, cfg: Config, force: bool | str = False) -> dict:
     records += last
     for row in runs:
         row["series"] = plan_.run_label(row)
-    report_dir = storage.qualify(layout.report_dir(cfg))
+    # the report's files: in its version folder on object stores (storage.resolve)
+    report_dir = storage.resolve(layout.report_dir(cfg), report_manifest)
     verdict = list(report_manifest.get("verdict") or [])
     if tracker is not None:
         tracker.log_report(report_dir, verdict)

@@ -135,7 +135,11 @@ class Tracker:
                               tags=[RunTag("created_utc", str(row.get("created_utc")))])
         local = storage.local_path(model_output)
         if local and os.path.isdir(local):
-            self.client.log_artifacts(run.info.run_id, local, "model")
+            files = storage.local_path(storage.data_dir(None, local))   # its version folder
+            self.client.log_artifacts(run.info.run_id, files, "model")
+            if files != local:                      # and the manifest, beside it there
+                self.client.log_artifact(run.info.run_id,
+                                         os.path.join(local, storage.MANIFEST), "model")
         self.client.set_terminated(run.info.run_id)
         self.logged[run_id] = run.info.run_id
         self.known.add(run_id)

@@ -15,7 +15,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from starscale import encode, storage
+from starscale import encode, layout, storage
 from starscale.split import ladder_subset
 from starscale.tables import PREPARE_REVIEWS_SCHEMA, SAMPLE_TRAIN_SCHEMA, ladder_quota
 from starscale.config import Config, EncodeConfig
@@ -136,8 +136,10 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     def write(staging: str) -> dict:
         prepare_manifest = storage.require_manifest(spark, prepare_dir, "prepare")
         quota = ladder_quota(prepare_manifest, cfg.sample.size, prepare_dir)
-        reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(prepare_dir + "/reviews")
-        sampled = spark.read.schema(SAMPLE_TRAIN_SCHEMA).parquet(sample_dir + "/train")
+        reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(
+            layout.join(storage.resolve(prepare_dir, prepare_manifest), layout.REVIEWS))
+        sampled_table = layout.join(storage.data_dir(spark, sample_dir), layout.TRAIN)
+        sampled = spark.read.schema(SAMPLE_TRAIN_SCHEMA).parquet(sampled_table)
         # read three times (vocabulary, CountVectorizer, IDF): keep it, on local disk (up to
         # the whole train text at full size: never in the JVM heap)
         fit_rows = (ladder_subset(reviews, quota)
@@ -151,7 +153,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
                                  f"{ecfg.min_count} (encode.min_count)")
             storage.write_text(spark, staging + "/vocab.txt", encode.vocab_text(vocab))
             seq_info = write_sequences(spark, staging, sampled, reviews, vocab, ecfg,
-                                       sample_dir + "/train")
+                                       sampled_table)
             feature_info = write_features(spark, staging, fit_rows, sampled, reviews, ecfg)
         finally:
             fit_rows.unpersist()

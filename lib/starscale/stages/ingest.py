@@ -200,7 +200,9 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     def write(staging: str) -> dict:
         files: list[str] = []
         try:
-            files = resolve_inputs(spark, patterns)
+            # the corpus is a published folder: its files are where its manifest points
+            files = resolve_inputs(spark, [storage.data_dir(spark, p) if upstream else p
+                                           for p in patterns])
             return ingest_files(spark, files, settings.format, settings.max_rejected_share,
                                 staging)
         except Exception as exc:

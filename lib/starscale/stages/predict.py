@@ -122,8 +122,8 @@ def score_lr(spark, reviews: DataFrame, model_dir: str, encode_dir: str | None) 
     """review_id, star, text → review_id, star, pred_star, proba with a saved LR model."""
     model = model_store.load_lr(spark, model_dir)
     score = model.predictor
-    tfidf = model_store.load_tfidf_pipeline(
-        spark, layout.join(model.manifest.get("encode_dir") or encode_dir, layout.TFIDF_MODEL))
+    encode_data = storage.data_dir(spark, model.manifest.get("encode_dir") or encode_dir)
+    tfidf = model_store.load_tfidf_pipeline(spark, layout.join(encode_data, layout.TFIDF_MODEL))
     features = tfidf.transform(
         reviews.select("review_id", "star", F.coalesce(F.col("text"), F.lit("")).alias("text")))
     # label is only carried along; the scorers never read it
@@ -156,22 +156,27 @@ def score_lstm(reviews: DataFrame, bundle: str, vocab: list[str], max_len: int,
 
 
 # --------------------------------------------------------------------------- stage
-def _resolve_input(spark, cfg: Config) -> tuple[str, str, dict[str, str], list[str]]:
-    """(path, format, upstream {folder: producer}, raw inputs to fingerprint)."""
+def _resolve_input(spark, cfg: Config) -> tuple[str, str, str, dict[str, str], list[str]]:
+    """(path as configured, path to read, format, upstream {folder: producer}, raw inputs to
+    fingerprint). A published folder (make-corpus's corpus/) or a table inside one
+    (ingest/reviews) is read where its manifest points (storage.resolve) and depended on by
+    its manifest rather than by file times."""
     if cfg.predict.input is None:
         prepare_dir = cfg.stage_dir("prepare")
-        return layout.join(prepare_dir, layout.REVIEWS), "parquet", {prepare_dir: "prepare"}, []
+        path = layout.join(prepare_dir, layout.REVIEWS)
+        return (path, layout.join(storage.data_dir(spark, prepare_dir), layout.REVIEWS),
+                "parquet", {prepare_dir: "prepare"}, [])
     path = cfg.predict.input
-    fmt = input_format(spark, path, cfg.predict.input_format)
-    # a published folder (make-corpus's corpus/) or a table inside one (ingest/reviews):
-    # depend on its manifest rather than on file times
-    for folder in (storage.qualify(path), os.path.dirname(storage.qualify(path).rstrip("/"))):
+    full = storage.qualify(path).rstrip("/")
+    for folder in (full, os.path.dirname(full)):
         if "*" in folder:
             continue
         manifest = storage.read_manifest(spark, folder)
         if manifest is not None:
-            return path, fmt, {folder: manifest.get("stage", "upstream")}, []
-    return path, fmt, {}, [path]
+            read = storage.resolve(folder, manifest) + full[len(folder):]
+            return (path, read, input_format(spark, read, cfg.predict.input_format),
+                    {folder: manifest.get("stage", "upstream")}, [])
+    return path, path, input_format(spark, path, cfg.predict.input_format), {}, [path]
 
 
 def _write_counted(spark, staging: str, path: str, predictions: DataFrame,
@@ -212,7 +217,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     model_manifest = model_store.require(spark, kind, model_dir)
     name = layout.model_name(kind, model_manifest.get("engine"))
     output = layout.predict_dir(cfg, name)
-    path, fmt, upstream, raw_inputs = _resolve_input(spark, cfg)
+    path, read_path, fmt, upstream, raw_inputs = _resolve_input(spark, cfg)
     upstream = {**upstream, model_dir: producer}
     if kind == "lr":   # the TF-IDF model that turns text into the LR's features
         upstream[model_manifest.get("encode_dir") or cfg.encode_dir()] = "encode"
@@ -220,23 +225,23 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     def write(staging: str) -> dict:
         quarantine = None
         if fmt == "tsv":
-            raw_reviews, quarantine = read_tsv_reviews(spark, path)
+            raw_reviews, quarantine = read_tsv_reviews(spark, read_path)
             reviews = cleaned(raw_reviews, cfg.clean.remove_stopwords, cfg.clean.lemmatize)
         else:
-            table, already_clean = read_table_reviews(spark, path)
+            table, already_clean = read_table_reviews(spark, read_path)
             reviews = (table if already_clean else
                        cleaned(table, cfg.clean.remove_stopwords, cfg.clean.lemmatize))
         if kind == "lr":
             encode_dir = model_manifest.get("encode_dir") or cfg.encode_dir()
             predictions = score_lr(spark, reviews, model_dir, encode_dir)
         else:
-            bundle = model_store.find_lstm_bundle(model_dir)
+            bundle = model_store.find_lstm_bundle(storage.resolve(model_dir, model_manifest))
             vocab, max_len, padding, truncating = model_store.lstm_text_settings(
                 bundle, cfg.encode_dir(), cfg.encode.max_len, cfg.encode.padding,
                 cfg.encode.truncating)
             predictions = score_lstm(reviews, bundle, vocab, max_len, padding, truncating,
                                      pcfg.batch_size)
-        counts = _write_counted(spark, staging, path, predictions, quarantine)
+        counts = _write_counted(spark, staging, read_path, predictions, quarantine)
         return {"model_kind": kind, "model_name": name, "model_dir": storage.qualify(model_dir),
                 "input": storage.qualify(path), "input_format": fmt, "tag": tag, **counts}
 

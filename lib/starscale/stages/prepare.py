@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from starscale import ingest, split, storage
+from starscale import ingest, layout, split, storage
 from starscale.clean import with_clean_text
 from starscale.config import Config
 from starscale.split import SPLITS
@@ -109,7 +109,8 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     output = cfg.stage_dir("prepare")
 
     def write(staging: str) -> dict:
-        reviews = spark.read.schema(ingest.REVIEWS_SCHEMA).parquet(ingest_dir + "/reviews")
+        reviews = spark.read.schema(ingest.REVIEWS_SCHEMA).parquet(
+            layout.join(storage.data_dir(spark, ingest_dir), layout.REVIEWS))
         write_tables(reviews, staging, remove_stopwords=cfg.clean.remove_stopwords,
                      lemmatize=cfg.clean.lemmatize, train=cfg.split.train,
                      validation=cfg.split.validation, split_seed=cfg.split.seed,

@@ -94,6 +94,6 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         spark, stage="report", output=output, config_hash=config_hash,
         config=cfg.to_dict(), raw_inputs=[results_dir], force=force,
         write=write)
-    final = storage.qualify(output)
-    return {**published, "index_html": layout.join(final, report.INDEX_HTML),
-            "report_md": layout.join(final, report.REPORT_MD)}
+    pages = storage.resolve(output, published)      # the version folder on object stores
+    return {**published, "index_html": layout.join(pages, report.INDEX_HTML),
+            "report_md": layout.join(pages, report.REPORT_MD)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from starscale import rank, resample, storage
+from starscale import layout, rank, resample, storage
 from starscale.config import Config
 from starscale.split import ladder_subset
 from starscale.tables import PREPARE_REVIEWS_SCHEMA, ladder_quota
@@ -32,7 +32,8 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
                          scfg.size, prepare_dir)
 
     def write(staging: str) -> dict:
-        reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(prepare_dir + "/reviews")
+        reviews = spark.read.schema(PREPARE_REVIEWS_SCHEMA).parquet(
+            layout.join(storage.data_dir(spark, prepare_dir), layout.REVIEWS))
         train_reviews = ladder_subset(reviews, quota).select("review_id", "star", "text")
         # one small job: rows per (star, hash bucket), which gives the class counts and lets
         # the samplers select rows without ranking a whole class in one task

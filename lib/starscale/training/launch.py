@@ -75,7 +75,9 @@ def _train_shards(cfg: Config, encode_dir: str, encode_manifest: dict, seq_dir: 
 def rank_args(cfg: Config, encode_manifest: dict, hooks: TrainHooks) -> RankArgs:
     """Everything a rank needs, checked here on the driver (pickled into Spark tasks, JSON for
     horovodrun)."""
-    encode_dir = storage.qualify(layout.encode_dir(cfg))
+    # the files of the encode version whose manifest was fingerprinted (storage.resolve): the
+    # ranks read these paths and never resolve anything themselves
+    encode_dir = storage.resolve(layout.encode_dir(cfg), encode_manifest)
     seq_dir = data.sequences_dir(encode_dir)
     train, train_rows = _train_shards(cfg, encode_dir, encode_manifest, seq_dir)
     data.check_even_shards(train_rows, cfg.train.workers)   # refuse before any rank starts

@@ -9,8 +9,8 @@ It must run in every process that starts one of those servers:
 - the Spark driver, before ``horovod.spark.run`` (driver service, rendezvous server);
 - each executor's Python worker, which runs Horovod's task service. Spark starts those through
   its daemon module, so ``spark.python.daemon.module=starscale.worker`` (the default in local
-  mode, set by spark.build_session; conf/standalone.yaml names it starscale.loopback, the same
-  daemon) makes every executor Python apply the pin from ``$STARSCALE_HOROVOD_BIND`` (set through
+  mode, set by spark.build_session; conf/standalone.yaml sets it for the test cluster) makes
+  every executor Python apply the pin from ``$STARSCALE_HOROVOD_BIND`` (set through
   ``spark.executorEnv.STARSCALE_HOROVOD_BIND``) and then run pyspark's own daemon.
 """
 from __future__ import annotations
@@ -66,14 +66,3 @@ def pinned_host() -> str | None:
     """The host Horovod services bind in this process, or None when not pinned."""
     import horovod.runner.common.util.network as common_network
     return getattr(common_network.find_port, "starscale_host", None)
-
-
-def main() -> None:
-    """Spark's Python daemon with the pin applied first: starscale.worker's daemon (this
-    module's name is kept for configs that name it)."""
-    from starscale import worker
-    worker.main()
-
-
-if __name__ == "__main__":
-    main()

@@ -22,6 +22,7 @@ keys share a bucket and are ordered by id there).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -104,11 +105,18 @@ def _pairs_frame(spark, mapping: Mapping[tuple[int, int], int], name: str) -> Da
                                  schema)
 
 
-def _lookup(mapping: Mapping[int, int], label_col: str) -> Column:
-    pairs = [F.lit(int(x)).cast("long") for k, v in sorted(mapping.items()) for x in (k, v)]
+def literal_lookup(mapping: Mapping[int, Any], key_col: str,
+                   value_type: str | None = None) -> Column:
+    """Column: mapping[key column] from a literal map (tiny: one entry per class; keys compared
+    as longs); null for a key not in it or an empty map. value_type: cast the values (e.g.
+    "long"); otherwise Spark's literal types (int, double)."""
+    def value(v: Any) -> Column:
+        return F.lit(v).cast(value_type) if value_type else F.lit(v)
+    pairs = [col for k, v in sorted(mapping.items())
+             for col in (F.lit(int(k)).cast("long"), value(v))]
     if not pairs:
-        return F.lit(None).cast("long")
-    return F.create_map(*pairs)[F.col(label_col).cast("long")]
+        return F.lit(None).cast(value_type or "long")
+    return F.create_map(*pairs)[F.col(key_col).cast("long")]
 
 
 def with_rank(rows: DataFrame, label_col: str, key: Column, id_col: str,
@@ -134,9 +142,9 @@ def with_lowest_flag(rows: DataFrame, label_col: str, key: Column, id_col: str,
     Rows outside the boundary buckets are flagged where they are (no shuffle); the boundary
     rows (one bucket per class) are ranked by a window over just them.
     """
-    limit = F.coalesce(_lookup({k: b for k, (b, _) in bounds.items()}, label_col),
+    limit = F.coalesce(literal_lookup({k: b for k, (b, _) in bounds.items()}, label_col, "long"),
                        F.lit(_BELOW_ALL).cast("long"))
-    need = F.coalesce(_lookup({k: n for k, (_, n) in bounds.items()}, label_col),
+    need = F.coalesce(literal_lookup({k: n for k, (_, n) in bounds.items()}, label_col, "long"),
                       F.lit(0).cast("long"))
     keyed = rows.withColumn(_BUCKET, bucket_of(key))
     clear = (keyed.where(F.col(_BUCKET) != limit)

@@ -135,12 +135,6 @@ def compute_class_counts(reviews: DataFrame, label_col: str = "star") -> dict[in
     return {int(r[label_col]): int(r["count"]) for r in sorted(rows, key=lambda r: r[label_col])}
 
 
-def _lookup(mapping: Mapping[int, Any], key: str):
-    """Column: mapping[key column] from a literal map (tiny: one entry per class)."""
-    pairs = [F.lit(item) for k, v in sorted(mapping.items()) for item in (k, v)]
-    return F.create_map(*pairs)[F.col(key)]
-
-
 def rank_key(seed: int, id_col: str = "review_id") -> Column:
     """The order of rows inside a class: xxhash64(seed as int, id), ties broken by the id."""
     return F.xxhash64(F.lit(int(seed)), F.col(id_col))
@@ -180,7 +174,7 @@ def oversample(reviews: DataFrame, class_counts: Mapping[int, int], targets: Map
     """
     full = {k: (targets[k] - n) // n for k, n in class_counts.items() if n > 0}
     remainder = {k: (targets[k] - n) % n for k, n in class_counts.items() if n > 0}
-    replicas = (_lookup(full, "star")
+    replicas = (rank.literal_lookup(full, "star")
                 + F.when(F.col(_LOWEST), 1).otherwise(0)).cast("int")
     return (_lowest(reviews, remainder, seed, buckets)
             .withColumn("copy", F.explode(F.sequence(F.lit(0), replicas)))
@@ -209,7 +203,7 @@ def resample(train_reviews: DataFrame, method: str, class_counts: Mapping[int, i
     else:
         raise ValueError(f"sample.method: {method!r} is not one of {METHODS}")
     if method == "class_weight":
-        weight = _lookup(balanced_class_weights(class_counts), "star")
+        weight = rank.literal_lookup(balanced_class_weights(class_counts), "star")
     else:
         weight = F.lit(1.0)
     return sampled.select(

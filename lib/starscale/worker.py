@@ -1,8 +1,8 @@
 """The Python daemon of Spark's workers: starscale's settings applied once, before pyspark's own
 daemon forks the worker processes that run our UDFs and Horovod's task services.
 
-``spark.python.daemon.module=starscale.worker`` (spark.build_session sets it in local mode;
-``starscale.loopback`` is the same daemon under its older name) makes every executor Python:
+``spark.python.daemon.module=starscale.worker`` (spark.build_session sets it in local mode,
+conf/standalone.yaml on the test cluster) makes every executor Python:
 - pin Horovod's services to ``$STARSCALE_HOROVOD_BIND`` (starscale.loopback);
 - send Python warnings to ``$STARSCALE_WORKER_LOG`` (the run's log file, local mode) instead
   of the worker's stderr, which Spark copies to the JVM's stderr: the terminal in local mode.

@@ -24,12 +24,8 @@ from urllib.parse import unquote
 
 from pyspark import StorageLevel
 
-from starscale import ingest, storage
+from starscale import ingest, joins, storage
 from starscale.config import Config
-
-# Repeated review_ids up to this many travel to every task (≈100 bytes each: ≈50 MB at the
-# limit, far above real corpora); more are joined by a shuffle of the lines instead.
-BROADCAST_MAX_IDS = 500_000
 
 
 def resolve_inputs(spark, patterns: list[str]) -> list[str]:
@@ -164,7 +160,7 @@ def build_outcomes(spark, files: list[str], fmt: str):
     repeated = ingest.first_occurrences(classified).persist(StorageLevel.DISK_ONLY)
     n_repeated = repeated.count()
     marked = ingest.mark_duplicates(classified, repeated,
-                                    broadcast=n_repeated <= BROADCAST_MAX_IDS)
+                                    broadcast=joins.broadcast_ok(n_repeated))
     outcomes = ingest.finish_jsonl(marked) if fmt == "jsonl" else ingest.finish_tsv(marked)
     return outcomes, (classified, repeated), lines_per_file
 

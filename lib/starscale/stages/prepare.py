@@ -14,16 +14,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from starscale import ingest, layout, split, storage
+from starscale import ingest, joins, layout, split, storage
 from starscale.clean import with_clean_text
 from starscale.config import Config
 from starscale.split import SPLITS
 
 PREPARE_REVIEWS_COLUMNS = ("review_id", "star", "text", "split", "class_rank")
 EMPTY_DETAIL = "the body is empty after cleaning"
-# Quarantined rows up to this many travel to every task to pick up their raw body; more are
-# joined by a shuffle.
-BROADCAST_MAX_ROWS = 500_000
 
 
 def clean_reviews(reviews: DataFrame, remove_stopwords: bool, lemmatize: bool) -> DataFrame:
@@ -96,7 +93,8 @@ def write_tables(reviews: DataFrame, staging: str, *, remove_stopwords: bool, le
         (split.add_class_rank(kept, ladder_seed, buckets).select(*PREPARE_REVIEWS_COLUMNS)
          .write.mode("overwrite").parquet(staging + "/reviews"))
         quarantined = quarantined_rows(flagged)
-        small = quarantined.count() <= BROADCAST_MAX_ROWS
+        # quarantined rows pick up their raw body by a broadcast when few (joins.broadcast_ok)
+        small = joins.broadcast_ok(quarantined.count())
         (raw_bodies(quarantined, reviews, broadcast=small)
          .write.mode("overwrite").parquet(staging + "/quarantine"))
     finally:

@@ -187,7 +187,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(spark, config_fac
     assert state["completed_epochs"] == 1 and state["model_file"] == "epoch-0001.keras"
     model = lstm.load_model(str(ckpt / "epoch-0001.keras"))
     assert all(np.isfinite(w).all() for w in model.get_weights())
-    assert "NaN loss at epoch 2 batch 3" in json.loads((ckpt / "_FAILURE.json").read_text())["message"]
+    (marker,) = ckpt.glob("_FAILURE-*.json")           # this launch's marker
+    assert "NaN loss at epoch 2 batch 3" in json.loads(marker.read_text())["message"]
     assert not Path(layout.model_dir(cfg, "lstm")).exists()
 
 

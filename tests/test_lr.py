@@ -332,7 +332,8 @@ def lstm_model_dir(spark, workspace):
     vocab_size = len(vocab.splitlines())
     arch = {"vocab_size": vocab_size, "max_len": LSTM_MAX_LEN, "embedding_dim": 8, "units": 4,
             "layers": 1, "bidirectional": False, "spatial_dropout": 0.2, "dropout": 0.0,
-            "recurrent_dropout": 0.0, "mixed_precision": False}
+            "recurrent_dropout": 0.0, "mixed_precision": False,
+            "embedding_trainable": True}
     model = lstm.build_model(**arch, seed=5)
     output = os.path.join(cfg.stage_dir("models"), "lstm", SAMPLE_TAG)
 

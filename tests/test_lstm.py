@@ -93,7 +93,8 @@ def test_save_bundle_and_load_model_rebuilds_it(tmp_path, monkeypatch):
 
     arch = {"vocab_size": 40, "max_len": MAX_LEN, "embedding_dim": 4, "units": 3, "layers": 1,
             "bidirectional": False, "spatial_dropout": 0.2, "dropout": 0.0,
-            "recurrent_dropout": 0.0, "mixed_precision": False}
+            "recurrent_dropout": 0.0, "mixed_precision": False,
+            "embedding_trainable": True}
     model = lstm.build_model(**arch, seed=5)
     lstm.compile_model(model, lstm.make_optimizer(0.01, clipnorm=1.0))
     out = lstm.save_bundle(model, str(tmp_path / "m"), "<pad>\n<oov>\n", {"lstm": {"units": 3}},

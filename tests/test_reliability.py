@@ -319,7 +319,7 @@ def _tamper_zip(src, dst, old: bytes, new: bytes):
 
 ARCH = {"vocab_size": 20, "max_len": 5, "embedding_dim": 4, "units": 4, "layers": 1,
         "bidirectional": False, "spatial_dropout": 0.2, "dropout": 0.0, "recurrent_dropout": 0.0,
-        "mixed_precision": False}
+        "mixed_precision": False, "embedding_trainable": True}
 
 
 def test_an_lstm_bundle_is_rebuilt_from_its_shape_and_weights(tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ ARCH_FIELDS: dict[str, tuple[type, float, float]] = {
     "dropout": (float, 0.0, 0.999),
     "recurrent_dropout": (float, 0.0, 0.999),
     "mixed_precision": (bool, 0, 1),
+    "embedding_trainable": (bool, 0, 1),   # no effect on predictions; kept as trained
 }
 
 

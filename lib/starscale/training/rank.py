@@ -249,7 +249,8 @@ def architecture(args: RankArgs) -> dict:
             "embedding_dim": lcfg.embedding_dim, "units": lcfg.units, "layers": lcfg.layers,
             "bidirectional": lcfg.bidirectional, "spatial_dropout": lcfg.spatial_dropout,
             "dropout": lcfg.dropout, "recurrent_dropout": lcfg.recurrent_dropout,
-            "mixed_precision": lcfg.mixed_precision}
+            "mixed_precision": lcfg.mixed_precision,
+            "embedding_trainable": lcfg.embedding_trainable}
 
 
 def build_model(args: RankArgs, rank: int, size: int):
@@ -265,8 +266,7 @@ def build_model(args: RankArgs, rank: int, size: int):
         # Only rank 0 reads the vectors: its weights are broadcast to every rank below.
         matrix = pretrained_matrix(lcfg.pretrained_vectors, args.vocab_path, lcfg.embedding_dim,
                                    args.seed)
-    model = lstm.build_model(**architecture(args), embedding_matrix=matrix,
-                             embedding_trainable=lcfg.embedding_trainable, seed=args.seed)
+    model = lstm.build_model(**architecture(args), embedding_matrix=matrix, seed=args.seed)
     if args.train.use_gpu:
         devices.check_model_cudnn(model)
     # Horovod: scale the learning rate by the number of workers (the effective batch grows).

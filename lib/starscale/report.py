@@ -68,7 +68,8 @@ class Report:
 
 # --------------------------------------------------------------------------- cells
 def fmt(value: Any) -> str:
-    """One cell as text: '' for missing, 4 decimals for fractional numbers, ints as digits."""
+    """One cell as text: '' for missing, 4 decimals for fractional numbers (3 significant
+    digits in scientific notation below 0.001), ints as digits."""
     if value is None:
         return ""
     if isinstance(value, (bool, np.bool_)):
@@ -81,6 +82,8 @@ def fmt(value: Any) -> str:
             return ""
         if value.is_integer() and abs(value) >= 1000:
             return str(int(value))
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.2e}"        # e.g. regParam 1e-06 (4 decimals would print 0.0000)
         return f"{value:.4f}"
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, sort_keys=True, default=str)

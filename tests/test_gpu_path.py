@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -227,8 +229,10 @@ def test_launchers_and_lstm_loading_hide_gpus_first(monkeypatch, tmp_path):
                         lambda cfg, args: calls.append("horovodrun") or [])
     monkeypatch.setattr(launch.checkpoints, "clear_failure", lambda d: None)
 
+    @dataclasses.dataclass(frozen=True)
     class _Args:
-        ckpt_dir = str(tmp_path)
+        ckpt_dir: str = str(tmp_path)
+        attempt: str = ""
     launch.launch(make_config(tmp_path, "train.launcher=spark"), _Args())
     launch.launch(make_config(tmp_path, "train.launcher=horovodrun"), _Args())
     assert calls == ["hide", "spark", "hide", "horovodrun"]

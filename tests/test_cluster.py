@@ -251,7 +251,7 @@ def test_pipeline_on_standalone_equals_local(standalone, code_zip, tmp_path):
     lstm = manifest(out_cluster, f"models/lstm/{local_cfg.sample_tag()}")
     assert lstm["workers"] == 2 and lstm["epochs_completed"] == 2, lstm
     assert lstm["launcher"] == "spark" and lstm["test_rows"] == 250
-    assert (out_cluster / "models" / "lstm" / local_cfg.sample_tag() / "model.keras").is_file()
+    assert (out_cluster / "models" / "lstm" / local_cfg.sample_tag() / "weights.npz").is_file()
     assert (out_cluster / "report" / "index.html").is_file()
     assert (out_cluster / "report" / "_MANIFEST.json").is_file()
 

@@ -614,13 +614,6 @@ def test_a_manifest_cannot_point_readers_outside_its_folder():
             storage.resolve(FINAL, {storage.VERSION_KEY: bad})
 
 
-def _table_write(spark, rows):
-    def write(folder):
-        spark.createDataFrame(rows, "id long, v string").write.parquet(folder + "/table")
-        return {"counts": {"rows": len(rows)}}
-    return write
-
-
 def _read_table(spark, out):
     return sorted(tuple(r) for r in spark.read.parquet(
         storage.data_dir(spark, out) + "/table").collect())
@@ -634,16 +627,16 @@ def test_versioned_publish_through_hadoop_on_a_local_disk(spark, tmp_path, monke
     monkeypatch.setenv(storage.VERSIONED_PUBLISH_ENV, "1")
     out = tmp_path / "o"
     kw = dict(stage="t", output=str(out), config_hash="h", config={})
-    first = storage.run_stage(spark, write=_table_write(spark, [(1, "a")]), **kw)
+    first = storage.run_stage(spark, write=_write_table(spark, [(1, "a")]), **kw)
     version = first[storage.VERSION_KEY]
     assert sorted(os.listdir(out)) == [storage.MANIFEST, version]
     assert storage.data_dir(spark, str(out)) == f"{out}/{version}"
     assert storage.data_dir(None, str(out)) == f"{out}/{version}"          # pyarrow's read
     assert _read_table(spark, str(out)) == [(1, "a")]
-    assert storage.run_stage(spark, write=_table_write(spark, [(9, "z")]), **kw)["skipped"]
+    assert storage.run_stage(spark, write=_write_table(spark, [(9, "z")]), **kw)["skipped"]
 
     def killed(folder):
-        _table_write(spark, [(2, "half")])(folder)
+        _write_table(spark, [(2, "half")])(folder)
         raise KeyboardInterrupt("killed")               # a BaseException: nothing cleans up
 
     with pytest.raises(KeyboardInterrupt):
@@ -651,7 +644,7 @@ def test_versioned_publish_through_hadoop_on_a_local_disk(spark, tmp_path, monke
     assert len([n for n in os.listdir(out) if n.startswith("v-")]) == 2    # the orphan
     assert storage.require_manifest(spark, str(out), "t")[storage.VERSION_KEY] == version
     assert _read_table(spark, str(out)) == [(1, "a")]
-    second = storage.run_stage(spark, write=_table_write(spark, [(2, "b")]), force=True, **kw)
+    second = storage.run_stage(spark, write=_write_table(spark, [(2, "b")]), force=True, **kw)
     assert sorted(os.listdir(out)) == [storage.MANIFEST, second[storage.VERSION_KEY]]
     assert _read_table(spark, str(out)) == [(2, "b")]
     assert not os.path.exists(str(out) + storage.LEASE_SUFFIX)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from starscale.config import Config, LRFeaturesConfig
+from starscale import verdict
 from starscale.verdict import truthy
 
 # Stages in dependency order; a forced stage reruns, and everything after it reruns because
@@ -160,7 +161,6 @@ def selected_cells(runs: list[Mapping[str, Any]], size: int | str) -> list[Selec
     engine and feature setting) the sampler (and an LSTM's width) that verdict.pick_best
     chooses at the given size: the verdict's own rule, on validation scores only."""
     import pandas as pd
-    from starscale import verdict
     at_size = [dict(r) for r in runs if str(r.get("sample_size")) == str(size)]
     if not at_size:
         return []

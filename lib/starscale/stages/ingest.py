@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from pyspark import StorageLevel
 
-from starscale import ingest, joins, storage
+from starscale import ingest, joins, partitions, storage
 from starscale.config import Config
 
 
@@ -157,7 +157,9 @@ def build_outcomes(spark, files: list[str], fmt: str):
     computed from them; outcomes joins the two lazily. Unpersist every frame in kept."""
     classified, lines_per_file = build_classified(spark, files, fmt)
     classified = classified.persist(StorageLevel.DISK_ONLY)
-    repeated = ingest.first_occurrences(classified).persist(StorageLevel.DISK_ONLY)
+    # a few rows per repeated id: as many partitions as the session has cores, not 200
+    repeated = partitions.persist_coalesced(ingest.first_occurrences(classified),
+                                            spark.sparkContext.defaultParallelism)
     n_repeated = repeated.count()
     marked = ingest.mark_duplicates(classified, repeated,
                                     broadcast=joins.broadcast_ok(n_repeated))

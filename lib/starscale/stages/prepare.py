@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from starscale import ingest, joins, layout, split, storage
+from starscale import ingest, joins, layout, partitions, split, storage
 from starscale.clean import with_clean_text
 from starscale.config import Config
 from starscale.split import SPLITS
@@ -86,7 +85,9 @@ def write_tables(reviews: DataFrame, staging: str, *, remove_stopwords: bool, le
     counts (which also materialise the flagged rows on local disk), the reviews, the size of
     the quarantine, the quarantine. Shuffles: the texts (dedupe) and train rows by (star,
     bucket); nothing wide is held in the heap."""
-    flagged = flag_texts(reviews, remove_stopwords, lemmatize).persist(StorageLevel.DISK_ONLY)
+    # the texts' shuffle (dedupe) in as many partitions as the input (sized from its bytes)
+    flagged = partitions.persist_coalesced(flag_texts(reviews, remove_stopwords, lemmatize),
+                                           partitions.sized_like(reviews))
     try:
         kept = kept_rows(flagged, train, validation, split_seed)
         buckets = split.compute_ladder_buckets(kept, ladder_seed)

@@ -13,6 +13,7 @@ import string
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -176,11 +177,18 @@ def test_mllib_model_is_saved_from_the_driver_and_scores_as_fitted(spark, traine
     assert {"mllib_coef.npy", "mllib_model.json"} <= set(os.listdir(model_dir))
     assert not os.path.exists(os.path.join(model_dir, "model"))
     loaded = model_store.load(spark, "lr", model_dir)
-    scored = model_store.score_table(spark, loaded, os.path.join(cfg.stage_dir("encode"), TAG))
+    again = str(workspace / "rescored.parquet")
+    scored = model_store.score_table(spark, loaded, os.path.join(cfg.stage_dir("encode"), TAG),
+                                     save_to=again)
     saved = results.read_predictions(cfg.stage_dir("results"), trained["mllib"]["run_id"])
     saved = saved.sort_values("review_id").reset_index(drop=True)
-    assert list(saved["review_id"]) == list(scored.review_ids)
-    np.testing.assert_allclose(np.vstack(saved["proba"].to_numpy()), scored.proba, atol=1e-12)
+    rescored = pq.read_table(again).to_pandas().sort_values("review_id").reset_index(drop=True)
+    assert scored.review_ids is None and scored.saved == again    # written by Spark, not held
+    assert list(saved["review_id"]) == list(rescored["review_id"])
+    np.testing.assert_allclose(np.vstack(saved["proba"].to_numpy()),
+                               np.vstack(rescored["proba"].to_numpy()), atol=1e-12)
+    np.testing.assert_array_equal(scored.confusion, metrics.confusion(saved["label"],
+                                                                      saved["pred"]))
     bad = workspace / "bad_mllib"
     bad.mkdir()
     meta = json.loads(open(os.path.join(model_dir, "mllib_model.json")).read())

@@ -1,8 +1,10 @@
-"""No rows through the driver: the data stages collect only tables whose size does not grow with
-the rows (counts per class, split, file or hash bucket; the vocabulary's top k), never a table
+"""No rows through the driver: the data stages, train-lr (MLlib) and evaluate collect only
+tables whose size does not grow with the rows (counts per class, split, file or hash bucket; the vocabulary's top k), never a table
 of reviews. Every DataFrame the stages bring to the driver is caught and its optimized plan is
 read: under the projections, filters and sorts at its top there must be an aggregate whose
-grouping keys are not row keys, a limit, or a local relation."""
+grouping keys are not row keys, a limit, or a local relation. (train-lr's scikit-learn engine and
+ADASYN collect the features on purpose, bounded by lr.sklearn_max_rows / sample.adasyn_max_rows;
+the LSTM is scored on the driver, streaming its shards.)"""
 from __future__ import annotations
 
 import re
@@ -10,7 +12,7 @@ import re
 import pytest
 from pyspark.sql import DataFrame
 
-from starscale.stages import encode, ingest, make_corpus, prepare, sample
+from starscale.stages import encode, evaluate, ingest, make_corpus, prepare, sample, train_lr
 
 PASS_THROUGH = {"Project", "Filter", "Sort", "SubqueryAlias", "Repartition",
                 "RepartitionByExpression", "RebalancePartitions"}
@@ -85,5 +87,25 @@ def test_data_stages_collect_no_row_sized_table(spark, config_factory, collected
                                      "sample.size=full", "encode.tfidf_hashed=true",
                                      "encode.tfidf_features=1048576"))
     assert len(collected) >= 10, collected          # the spy saw the stages' collects
+    row_sized = [(call, reason) for call, reason in collected if reason]
+    assert row_sized == []
+
+
+@pytest.mark.slow
+def test_lr_training_and_evaluation_collect_no_row_sized_table(spark, config_factory, collected):
+    """train-lr (MLlib, a regularisation grid chosen on validation) and evaluate: the test and
+    validation predictions are written by Spark and counted by an aggregate."""
+    settings = ("corpus.rows=3000", "corpus.part_files=2", "encode.vocab_size=500",
+                "ladder.sizes=[1000, full]", "sample.size=full", "lr.engine=mllib",
+                "lr.max_iter=5", "lr.reg_grid=[0.001, 0.01]", "evaluate.model=lr")
+    cfg = config_factory(*settings)
+    for stage in (make_corpus, ingest, prepare, sample, encode):
+        stage.run(spark, cfg)
+    del collected[:]
+    trained = train_lr.run(spark, cfg)
+    evaluated = evaluate.run(spark, cfg)
+    assert trained["test_rows"] == evaluated["test_rows"] > 0
+    assert evaluated["score"] == trained["score"]
+    assert len(collected) >= 4, collected           # label counts, 2 grid + test confusions
     row_sized = [(call, reason) for call, reason in collected if reason]
     assert row_sized == []

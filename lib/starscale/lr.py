@@ -229,15 +229,20 @@ def predict_linear(features: DataFrame, coef: np.ndarray, intercept: np.ndarray,
 
 
 # --------------------------------------------------------------------------- both
-def collect_predictions(predictions: DataFrame):
-    """Bring review_id, label, pred, proba to the driver (ordered by review_id) as numpy arrays."""
-    frame = predictions.select("review_id", "label", "pred", "proba").toPandas()
-    frame = frame.sort_values("review_id", kind="stable").reset_index(drop=True)
-    proba = np.vstack(frame["proba"].to_numpy()) if len(frame) else np.zeros((0, N_CLASSES))
-    label = frame["label"].to_numpy()
-    return (frame["review_id"].to_numpy(dtype=object),
-            None if frame["label"].isna().any() else label.astype(np.int64),
-            frame["pred"].to_numpy().astype(np.int64), proba)
+def confusion_counts(predictions: DataFrame, where: str) -> np.ndarray:
+    """5×5 confusion counts (rows true) of a predictions table (label, pred; labels 0..4) by a
+    Spark aggregate: 25 rows reach the driver, not the predictions. A row without a label, or a
+    label or prediction outside 0..4, is a ValueError naming `where`."""
+    conf = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
+    for row in predictions.groupBy("label", "pred").count().collect():
+        label, pred, count = row["label"], row["pred"], int(row["count"])
+        if label is None:
+            raise ValueError(f"{where}: {count} rows without a label")
+        if not (0 <= label < N_CLASSES and pred is not None and 0 <= pred < N_CLASSES):
+            raise ValueError(f"{where}: {count} rows with label {label} and prediction {pred} "
+                             f"(both must be 0..{N_CLASSES - 1})")
+        conf[label, pred] += count
+    return conf
 
 
 def sparse_rows_frame(spark, X, y, w, review_ids=None) -> DataFrame:

@@ -94,7 +94,24 @@ def summary(y_true, y_pred) -> dict[str, Any]:
 
     per_class: list of {star, precision, recall, f1, support} for stars 1..5.
     """
-    conf = confusion(y_true, y_pred)
+    return summary_of_counts(confusion(y_true, y_pred))
+
+
+def counts_matrix(confusion_matrix) -> np.ndarray:
+    """A 5×5 matrix of non-negative integer counts (rows true, columns predicted) as int64, or
+    a ValueError saying what is wrong with it."""
+    conf = np.asarray(confusion_matrix)
+    if conf.shape != (N_CLASSES, N_CLASSES):
+        raise ValueError(f"confusion matrix must be 5x5, got shape {conf.shape}")
+    if conf.size and (np.any(conf < 0) or not np.all(np.equal(np.mod(conf, 1), 0))):
+        raise ValueError("confusion matrix must hold non-negative integer counts")
+    return conf.astype(np.int64)
+
+
+def summary_of_counts(confusion_matrix) -> dict[str, Any]:
+    """summary() of a 5×5 confusion matrix of counts, e.g. one aggregated by Spark (the rows
+    never reach the driver): the same keys, n the matrix's total."""
+    conf = counts_matrix(confusion_matrix)
     diag = np.diag(conf).astype(np.float64)
     support = conf.sum(axis=1)
     predicted = conf.sum(axis=0)
@@ -138,8 +155,15 @@ def _resampled_cells(cell_counts: np.ndarray, n: int, seed: int, chunk: int = 25
 
 def bootstrap_ci(y_true, y_pred, n: int, seed: int, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval over test rows: {score|accuracy|macro_f1: (lo, hi)}."""
+    return bootstrap_ci_of_counts(confusion(y_true, y_pred), n, seed, alpha)
+
+
+def bootstrap_ci_of_counts(confusion_matrix, n: int, seed: int,
+                           alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """bootstrap_ci from the test rows' 5×5 confusion counts alone (the resampled matrices are
+    drawn from its cells: module docstring), the same numbers for the same seed."""
     _check_boot(n, alpha)
-    cells = confusion(y_true, y_pred).reshape(-1)
+    cells = counts_matrix(confusion_matrix).reshape(-1)
     draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for counts in _resampled_cells(cells, int(n), seed):
         batch = _metrics_batch(counts.reshape(-1, N_CLASSES, N_CLASSES))

@@ -14,10 +14,14 @@ A model or encode folder is a published output: its files are read from
 ``storage.resolve(folder, manifest)`` / ``storage.data_dir`` (a version folder inside it on
 object stores), never from the folder itself.
 
-``score_table(spark, model, encode_dir, split)`` scores a model on one split of encode's output
-(LR: the features table through the model's Spark scorer; LSTM: the sequences shards chunk by
-chunk through ``lstm_proba``) → ``Scored``. train-lr, train-lstm and evaluate all call it;
-predict scores raw text inside Spark with the same LR scorer and the same ``lstm_proba``.
+``score_table(spark, model, encode_dir, split, save_to=...)`` scores a model on one split of
+encode's output → ``Scored`` (the confusion counts; the metrics and the bootstrap need nothing
+else). LR: the features table through the model's Spark scorer; Spark writes the predictions
+to ``save_to`` and a 25-row aggregate of the written table gives the counts, so no prediction
+row reaches the driver (issue 14). LSTM: the sequences shards chunk by chunk through
+``lstm_proba`` on the driver, whose arrays are kept and saved. train-lr, train-lstm and
+evaluate all call it; predict scores raw text inside Spark with the same LR scorer and the same
+``lstm_proba``.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from starscale import layout, lr, metrics, storage
+from starscale import layout, lr, metrics, results, storage
 from starscale.tables import FEATURES_SCHEMA
 
 MLLIB_MODEL = "model"                    # MLlib's own layout (encode outputs before issue 16)
@@ -71,12 +75,29 @@ class SavedModel:
 
 @dataclass(frozen=True)
 class Scored:
-    """One model's predictions on one split (labels 0..4), rows in the order scored."""
-    review_ids: np.ndarray
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    proba: np.ndarray | None
+    """One model's predictions on one split (labels 0..4): their 5×5 confusion counts (rows
+    true), the seconds scoring took and where they were saved (None: not saved). The per-row
+    arrays (rows in the order scored) only where the driver scored them (the LSTM); None where
+    Spark scored and wrote them (the LR)."""
+    confusion: np.ndarray
     seconds: float
+    saved: str | None = None
+    review_ids: np.ndarray | None = None
+    y_true: np.ndarray | None = None
+    y_pred: np.ndarray | None = None
+    proba: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.confusion.sum())
+
+    def summary(self) -> dict:
+        """metrics.summary of the predictions."""
+        return metrics.summary_of_counts(self.confusion)
+
+    def bootstrap_ci(self, n: int, seed: int) -> dict | None:
+        """metrics.bootstrap_ci of the predictions (None when n is 0: no bootstrap)."""
+        return metrics.bootstrap_ci_of_counts(self.confusion, n, seed) if n else None
 
 
 def require(spark, kind: str, model_dir: str) -> dict:
@@ -313,18 +334,30 @@ def load(spark, kind: str, model_dir: str) -> SavedModel:
 
 
 def score_table(spark, model: SavedModel, encode_dir: str, split: str = "test",
-                batch_size: int = 1024) -> Scored:
-    """Score a model on one split of encode's output (batch_size: LSTM rows per predict)."""
+                batch_size: int = 1024, save_to: str | None = None) -> Scored:
+    """Score a model on one split of encode's output (batch_size: LSTM rows per predict).
+    save_to: the predictions' path (results.predictions_path), written there as Parquet
+    (review_id, label, pred, proba); None: not saved (an LR's are then only counted)."""
     started = time.time()
+    where = f"{encode_dir}: the {split} split"
     if model.kind == "lr":
-        ids, y_true, y_pred, proba = lr.collect_predictions(
-            model.predictor(read_features(spark, encode_dir, split)))
-    else:
-        ids, y_true, y_pred, proba = _score_sequences(
-            model.predictor, storage.data_dir(spark, encode_dir), split, batch_size)
+        predictions = model.predictor(read_features(spark, encode_dir, split)).select(
+            "review_id", "label", "pred", "proba")
+        if save_to is not None:
+            results.write_prediction_table(predictions, save_to)
+            predictions = spark.read.parquet(save_to)
+        conf = lr.confusion_counts(predictions, where)
+        if not conf.sum():
+            raise ValueError(f"{where} is empty")
+        return Scored(conf, time.time() - started, saved=save_to)
+    ids, y_true, y_pred, proba = _score_sequences(
+        model.predictor, storage.data_dir(spark, encode_dir), split, batch_size)
     if y_true is None or len(y_true) == 0:
-        raise ValueError(f"{encode_dir}: the {split} split is empty or has null labels")
-    return Scored(ids, y_true, y_pred, proba, time.time() - started)
+        raise ValueError(f"{where} is empty or has null labels")
+    seconds = time.time() - started
+    if save_to is not None:
+        results.write_predictions(save_to, ids, y_true, y_pred, proba)
+    return Scored(metrics.confusion(y_true, y_pred), seconds, save_to, ids, y_true, y_pred, proba)
 
 
 def _score_sequences(model, encode_dir: str, split: str, batch_size: int):

@@ -266,25 +266,42 @@ def predictions_path(results_dir: str, run_id: str, split: str = "test") -> str:
 def save_predictions(results_dir: str, run_id: str, review_ids, y_true, y_pred, proba=None,
                      split: str = "test") -> str:
     """Write one run's predictions of a split (labels 0..4) as Parquet; returns the path."""
+    return write_predictions(predictions_path(results_dir, run_id, split), review_ids, y_true,
+                             y_pred, proba)
+
+
+def write_predictions(path: str, review_ids, y_true, y_pred, proba=None) -> str:
+    """Predictions held on the driver (labels 0..4) → one Parquet file at path (a
+    predictions_path); returns the path."""
     review_ids = np.asarray(review_ids, dtype=object)
     y_true = np.asarray(y_true, dtype=np.int32)
     y_pred = np.asarray(y_pred, dtype=np.int32)
     n = review_ids.shape[0]
     if y_true.shape != (n,) or y_pred.shape != (n,):
-        raise ValueError(f"save_predictions({run_id}): review_ids has {n} rows, y_true "
-                         f"{y_true.shape}, y_pred {y_pred.shape}")
+        raise ValueError(f"{path}: review_ids has {n} rows, y_true {y_true.shape}, "
+                         f"y_pred {y_pred.shape}")
     if proba is None:
         proba_col = pa.nulls(n, type=pa.list_(pa.float64()))
     else:
         proba = np.asarray(proba, dtype=np.float64)
         if proba.ndim != 2 or proba.shape[0] != n:
-            raise ValueError(f"save_predictions({run_id}): proba must be (n, 5), got {proba.shape}")
+            raise ValueError(f"{path}: proba must be (n, 5), got {proba.shape}")
         proba_col = pa.FixedSizeListArray.from_arrays(pa.array(proba.reshape(-1)), proba.shape[1]) \
             .cast(pa.list_(pa.float64()))
     table = pa.table({"review_id": pa.array(review_ids, type=pa.string()),
                       "label": pa.array(y_true), "pred": pa.array(y_pred), "proba": proba_col})
-    path = predictions_path(results_dir, run_id, split)
     return storage.write_bytes(path, write=lambda fs, p: pq.write_table(table, p, filesystem=fs))
+
+
+def write_prediction_table(predictions, path: str) -> str:
+    """Predictions scored by Spark (a DataFrame: review_id, label, pred, proba) → a Parquet
+    folder at path (a predictions_path), written by Spark's tasks: none of its rows pass
+    through the driver. read_predictions reads a file and a folder alike. Returns the path."""
+    from pyspark.sql import functions as F
+    (predictions.select(F.col("review_id").cast("string"), F.col("label").cast("int"),
+                        F.col("pred").cast("int"), F.col("proba").cast("array<double>"))
+     .write.mode("overwrite").parquet(path))
+    return path
 
 
 def read_predictions(results_dir: str, run_id: str, split: str = "test") -> pd.DataFrame:

@@ -37,28 +37,26 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     def write(staging: str) -> dict:
         started = time.time()
         model = model_store.load(spark, kind, model_dir)
-        scored = model_store.score_table(spark, model, encode_dir, "test", cfg.lstm.batch_size)
-        summary = metrics.summary(scored.y_true, scored.y_pred)
-        ci = (metrics.bootstrap_ci(scored.y_true, scored.y_pred, cfg.evaluate.bootstrap,
-                                   cfg.evaluate.seed) if cfg.evaluate.bootstrap else None)
+        run_id = results.new_run_id(name, tag)
+        # The predictions before the folder is published: no published run lacks them.
+        scored = model_store.score_table(spark, model, encode_dir, "test", cfg.lstm.batch_size,
+                                         save_to=results.predictions_path(results_dir, run_id))
+        summary = scored.summary()
+        ci = scored.bootstrap_ci(cfg.evaluate.bootstrap, cfg.evaluate.seed)
         storage.write_text(spark, layout.join(staging, "metrics.json"),
                            json.dumps({"summary": summary, "ci": ci}, indent=2))
-        run_id = results.new_run_id(name, tag)
-        # The row and predictions before the folder is published: no published run lacks them.
-        results.save_predictions(results_dir, run_id, scored.review_ids, scored.y_true,
-                                 scored.y_pred, scored.proba)
         results.write_row(results_dir, results.ResultRow(
             run_id=run_id, model=kind, engine=model.engine, tag=layout.model_tag(cfg, kind),
             sample_size=str(cfg.sample.size), sample_method=cfg.sample.method, stage="evaluate",
             model_dir=storage.qualify(model_dir), run_name=cfg.run.name,
             metrics=metrics.metric_columns(summary, ci), bootstrap=cfg.evaluate.bootstrap,
             bootstrap_seed=cfg.evaluate.seed, trained_run_id=model_manifest.get("run_id"),
-            test_rows=int(len(scored.y_true)), predict_seconds=round(scored.seconds, 3),
+            test_rows=scored.rows, predict_seconds=round(scored.seconds, 3),
             stage_seconds=round(time.time() - started, 3)))
         outcome["per_class"] = summary["per_class"]
         return {"run_id": run_id, "model_kind": kind, "engine": model.engine, "tag": tag,
                 "model_dir": storage.qualify(model_dir), "encode_dir": storage.qualify(encode_dir),
-                "test_rows": int(len(scored.y_true)), "score": summary["score"],
+                "test_rows": scored.rows, "score": summary["score"],
                 "accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"], "ci": ci,
                 "predict_seconds": round(scored.seconds, 3)}
 

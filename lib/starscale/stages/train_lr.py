@@ -165,15 +165,13 @@ def _grid_edge(cfg: Config, grid: list[dict], chosen: dict) -> dict:
     return {"grid_edge": True}
 
 
-def _validation_scorer(spark, engine: str, encode_dir: str, scored: dict):
-    """fitted model → metrics.summary on the validation split (its Scored kept in scored,
-    keyed by id(model), for the chosen model's validation predictions)."""
+def _validation_scorer(spark, engine: str, encode_dir: str):
+    """fitted model → metrics.summary on the validation split (counted by Spark: no
+    prediction row reaches the driver)."""
     def validation_score(fitted_model) -> dict:
         candidate = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
             engine, fitted_model))
-        result = model_store.score_table(spark, candidate, encode_dir, "validation")
-        scored[id(fitted_model)] = result
-        return metrics.summary(result.y_true, result.y_pred)
+        return model_store.score_table(spark, candidate, encode_dir, "validation").summary()
     return validation_score
 
 
@@ -197,8 +195,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     results_dir = layout.results_dir(cfg)
     outcome: dict = {}
 
-    scored_validation: dict = {}
-    validation_score = _validation_scorer(spark, engine, encode_dir, scored_validation)
+    validation_score = _validation_scorer(spark, engine, encode_dir)
 
     def write(staging: str) -> dict:
         started = time.time()
@@ -207,23 +204,24 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         model_store.save_lr(spark, staging, engine, fitted["model"])
         model = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
             engine, fitted["model"]))
-        # The test split is read once, for the model chosen on validation.
-        scored = model_store.score_table(spark, model, encode_dir, "test")
+        run_id = results.new_run_id(model.name, tag)
+        # The predictions before the model is published: no published model lacks them. Spark
+        # writes them and counts the written table; the test split is read once, for the model
+        # chosen on validation, whose validation predictions are written too.
+        scored = model_store.score_table(
+            spark, model, encode_dir, "test",
+            save_to=results.predictions_path(results_dir, run_id))
+        model_store.score_table(spark, model, encode_dir, "validation",
+                                save_to=results.predictions_path(results_dir, run_id,
+                                                                 "validation"))
         eval_start = time.time()
-        summary = metrics.summary(scored.y_true, scored.y_pred)
-        ci = (metrics.bootstrap_ci(scored.y_true, scored.y_pred, cfg.evaluate.bootstrap,
-                                   cfg.evaluate.seed) if cfg.evaluate.bootstrap else None)
+        summary = scored.summary()
+        ci = scored.bootstrap_ci(cfg.evaluate.bootstrap, cfg.evaluate.seed)
         eval_seconds = time.time() - eval_start
         storage.write_text(spark, layout.join(staging, "metrics.json"),
                            json.dumps({"summary": summary, "ci": ci}, indent=2))
-        numbers = _numbers(results.new_run_id(model.name, tag), tag, engine, encode_dir,
-                           fitted, scored, summary, ci, eval_seconds)
-        # The row and predictions before the model is published: no published model lacks them.
-        results.save_predictions(results_dir, numbers["run_id"], scored.review_ids,
-                                 scored.y_true, scored.y_pred, scored.proba)
-        val = scored_validation[id(fitted["model"])]
-        results.save_predictions(results_dir, numbers["run_id"], val.review_ids, val.y_true,
-                                 val.y_pred, val.proba, split="validation")
+        numbers = _numbers(run_id, tag, engine, encode_dir, fitted, scored, summary, ci,
+                           eval_seconds)
         results.write_row(results_dir, _row(cfg, numbers, summary, ci, output,
                                             stage_seconds=time.time() - started))
         outcome.update(summary=summary, numbers=numbers)
@@ -251,7 +249,7 @@ def _numbers(run_id: str, tag: str, engine: str, encode_dir: str, fitted: dict,
     numbers = {
         "run_id": run_id, "tag": tag, "engine": engine, "model_kind": "lr",
         "encode_dir": storage.qualify(encode_dir),
-        "train_rows": fitted["train_rows"], "test_rows": int(len(scored.y_true)),
+        "train_rows": fitted["train_rows"], "test_rows": scored.rows,
         "label_counts_fit": fitted["label_counts_fit"],
         "iterations": fitted["iterations"], "total_fit_weight": fitted["total_fit_weight"],
         "fit_seconds": round(fitted["fit_seconds"], 3),

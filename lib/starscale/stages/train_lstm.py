@@ -55,24 +55,20 @@ def run(spark, cfg: Config, force: bool = False, hooks: dict | None = None) -> d
                                        args.vocab_path, cfg.to_dict(), architecture(args))
         # Scored as it will be loaded: rebuilt from the bundle's model.json and weights.
         model = model_store.SavedModel("lstm", None, {}, model_store.load_lstm_bundle(bundle))
-        validation = model_store.score_table(spark, model, encode_dir, "validation",
-                                             cfg.lstm.batch_size)
-        scored = model_store.score_table(spark, model, encode_dir, "test", cfg.lstm.batch_size)
-        summary = metrics.summary(scored.y_true, scored.y_pred)
-        ci = (metrics.bootstrap_ci(scored.y_true, scored.y_pred, cfg.evaluate.bootstrap,
-                                   cfg.evaluate.seed) if cfg.evaluate.bootstrap > 0 else None)
-        numbers = _numbers(cfg, args, rank_results, scored, summary, ci, train_seconds)
-        numbers["validation"] = {k: v for k, v in metrics.summary(
-            validation.y_true, validation.y_pred).items() if k in ("score", "accuracy",
-                                                                 "macro_f1", "n")}
         results_dir = layout.results_dir(cfg)
-        # The row and predictions before the model is published: no published model lacks them.
-        box["predictions"] = results.save_predictions(
-            results_dir, numbers["run_id"], scored.review_ids, scored.y_true, scored.y_pred,
-            scored.proba)
-        results.save_predictions(results_dir, numbers["run_id"], validation.review_ids,
-                                 validation.y_true, validation.y_pred, validation.proba,
-                                 split="validation")
+        run_id = results.new_run_id("lstm", cfg.lstm_tag())
+        # The predictions before the model is published: no published model lacks them.
+        validation = model_store.score_table(
+            spark, model, encode_dir, "validation", cfg.lstm.batch_size,
+            save_to=results.predictions_path(results_dir, run_id, "validation"))
+        scored = model_store.score_table(spark, model, encode_dir, "test", cfg.lstm.batch_size,
+                                         save_to=results.predictions_path(results_dir, run_id))
+        box["predictions"] = scored.saved
+        summary = scored.summary()
+        ci = scored.bootstrap_ci(cfg.evaluate.bootstrap, cfg.evaluate.seed)
+        numbers = _numbers(cfg, run_id, args, rank_results, scored, summary, ci, train_seconds)
+        numbers["validation"] = {k: v for k, v in validation.summary().items()
+                                 if k in ("score", "accuracy", "macro_f1", "n")}
         results.write_row(results_dir, _row(cfg, numbers, summary, ci, output,
                                             time.time() - started))
         box.update(ranks=rank_results, summary=summary)
@@ -118,12 +114,12 @@ def _train_only(spark, cfg: Config, output: str, chash: str, encode_dir: str,
     return {"skipped": False, **result}
 
 
-def _numbers(cfg: Config, args: RankArgs, rank_results: list[dict], scored, summary: dict,
-             ci: dict | None, train_seconds: float) -> dict[str, Any]:
+def _numbers(cfg: Config, run_id: str, args: RankArgs, rank_results: list[dict], scored,
+             summary: dict, ci: dict | None, train_seconds: float) -> dict[str, Any]:
     """The model's manifest numbers: the run, the training (rank 0's view), the test scores."""
     r0 = rank_results[0]
     return {
-        "run_id": results.new_run_id("lstm", cfg.lstm_tag()), "model_kind": "lstm",
+        "run_id": run_id, "model_kind": "lstm",
         "tag": cfg.lstm_tag(), "workers": r0["size"], "launcher": cfg.train.launcher,
         "steps_per_epoch": r0["steps_per_epoch"], "initial_epoch": r0["initial_epoch"],
         "epochs_run": r0["epochs_run"], "epochs_completed": r0["epochs_completed"],
@@ -133,7 +129,7 @@ def _numbers(cfg: Config, args: RankArgs, rank_results: list[dict], scored, summ
         "rows_seen": sum(r["rows_seen"] for r in rank_results),
         "train_rows": {str(k): v for k, v in args.train_rows.items()},
         "validation_rows": {str(k): v for k, v in args.val_rows.items()},
-        "test_rows": int(len(scored.y_true)),
+        "test_rows": scored.rows,
         "class_weights": args.class_weights, "learning_rate": r0["learning_rate"],
         "samples_per_s": r0["samples_per_s"], "fit_seconds": r0["train_seconds"],
         "train_wall_seconds": round(train_seconds, 3),

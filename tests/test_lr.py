@@ -407,3 +407,29 @@ def test_regularisation_is_chosen_on_validation(spark, workspace, engine, capsys
     assert [p["reg_param"] for p in json.loads(row["lr_grid"])] == [1.0e-4, 1.0e-3, 1.0]
     val = results.read_predictions(cfg.stage_dir("results"), summary["run_id"], "validation")
     assert metrics.summary(val["label"], val["pred"])["score"] == pytest.approx(scores[best])
+
+
+def test_a_fitted_model_with_mostly_zero_coefficients_is_scored_dense(spark):
+    """Spark compresses a fitted model's coefficients to a SparseMatrix when most are 0 (2^20
+    hashed features: every feature absent from the train rows), and its predict then walks the
+    whole matrix per row. The scorer rebuilds it dense: same probabilities."""
+    from pyspark.ml.linalg import SparseVector, VectorUDT
+    from starscale import model_store
+    d = 1 << 12
+    rows = [(f"R{i}", i % 5, 1.0, SparseVector(d, [i % 40, 40 + i % 7], [1.0, 0.5]))
+            for i in range(200)]
+    schema = T.StructType([T.StructField("review_id", T.StringType()),
+                           T.StructField("label", T.IntegerType()),
+                           T.StructField(lr.FIT_WEIGHT, T.DoubleType()),
+                           T.StructField("features", VectorUDT())])
+    fitted = lr.fit_mllib(spark.createDataFrame(rows, schema), 0.01, 0.0, 20)
+    assert type(fitted.coefficientMatrix).__name__ == "SparseMatrix"     # 47 of 4,096 used
+    dense = lr.dense_mllib_model(fitted)
+    assert type(dense.coefficientMatrix).__name__ == "DenseMatrix"
+    assert lr.dense_mllib_model(dense) is dense
+    features = spark.createDataFrame(rows, schema).select("review_id", "label", "features")
+    as_fitted = lr.predict_mllib(fitted, features).orderBy("review_id").toPandas()
+    scored = model_store.lr_predictor("mllib", fitted)(features).orderBy("review_id").toPandas()
+    assert list(scored["pred"]) == list(as_fitted["pred"])
+    np.testing.assert_allclose(np.vstack(scored["proba"]), np.vstack(as_fitted["proba"]),
+                               atol=1e-12)

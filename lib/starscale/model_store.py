@@ -125,7 +125,8 @@ def lr_predictor(engine: str, model) -> Callable[[DataFrame], DataFrame]:
     """features → review_id, label, pred, proba for an MLlib model or a scikit-learn model (or
     its lr.sklearn_to_dict form), scored inside Spark."""
     if engine == "mllib":
-        return lambda features: lr.predict_mllib(model, features)
+        dense = lr.dense_mllib_model(model)      # a sparse coefficient matrix scores slowly
+        return lambda features: lr.predict_mllib(dense, features)
     data = model if isinstance(model, dict) else lr.sklearn_to_dict(model)
     coef, intercept = np.asarray(data["coef"]), np.asarray(data["intercept"])
     return lambda features: lr.predict_linear(features, coef, intercept, data["classes"])

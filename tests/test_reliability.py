@@ -435,6 +435,33 @@ def test_local_mode_pins_horovods_driver_services_to_loopback(spark, config_fact
     assert pinned == ["127.0.0.1"]
 
 
+def _task_service_address(_):
+    """Inside a Spark Python worker: where a Horovod task service (the server horovod.spark.run
+    starts in each task) listens, the host this worker's port finder is pinned to, and the
+    addresses the service offers its peers (no nics: Horovod would list every interface)."""
+    import horovod.runner.common.util.network as network
+    from horovod.runner.common.util import secret
+    from starscale import loopback
+    service = network.BasicService("probe", secret.make_secret_key(), nics=None)
+    try:
+        offered = sorted(addr for addrs in service.addresses().values() for addr, _ in addrs)
+        return service._server.socket.getsockname()[0], loopback.pinned_host(), offered
+    finally:
+        service.shutdown()
+
+
+def test_local_mode_pins_horovods_task_services_in_the_workers_to_loopback(spark):
+    """The executor side, with no setting from the user: spark.build_session makes
+    starscale.worker the Python daemon in local mode, so the Horovod services a Spark task
+    starts listen on 127.0.0.1 only (Horovod's own finder binds every interface: '0.0.0.0')
+    and offer only that address to their peers."""
+    assert spark.sparkContext.master.startswith("local")
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.python.daemon.module") == "starscale.worker"
+    found = spark.sparkContext.parallelize(range(2), 2).map(_task_service_address).collect()
+    assert found == [("127.0.0.1", "127.0.0.1", ["127.0.0.1"])] * 2
+
+
 def test_predict_reads_raw_tsv_through_ingests_reader(spark, tmp_path):
     """A BOM header is a header, not a review; a stray CR stays inside its review's body; a
     CRLF line loses its CR: as ingest reads the same file."""

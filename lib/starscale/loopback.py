@@ -3,7 +3,10 @@
 Horovod 0.28.1 binds its driver service, the task services and the Gloo rendezvous HTTP server
 to every interface (``('', port)`` in ``horovod.runner.util.network.find_port``) and offers no
 setting for it; ``horovod.spark.run(nics=...)`` only chooses which addresses the ranks *use*.
-``pin_horovod_services(host)`` swaps that port finder for one that binds ``host`` only.
+``pin_horovod_services(host)`` swaps that port finder for one that binds ``host`` only, makes
+a service advertise only that address (Horovod lists every interface's address and its peers
+probe them all), and makes the process's clients reach services on this host through ``host``
+(Horovod's driver checks that a task connects from an address it declared).
 
 It must run in every process that starts one of those servers:
 - the Spark driver, before ``horovod.spark.run`` (driver service, rendezvous server);
@@ -49,9 +52,36 @@ def resolve_host(value: str) -> str:
     raise ValueError(f"{BIND_ENV} / train.bind_host {value!r}: no IPv4 address on interface {name!r}")
 
 
+def _only(addresses: dict, host: str) -> dict:
+    """Horovod's {interface: [(address, port)]} cut to `host`'s entries; unchanged when it has
+    none (a peer on another machine)."""
+    kept = {intf: [a for a in addrs if a[0] == host] for intf, addrs in addresses.items()}
+    return {intf: addrs for intf, addrs in kept.items() if addrs} or addresses
+
+
+def _advertised(original, host: str):
+    def get_local_addresses(service):
+        """A service offers its peers only the address it listens on: they then never probe
+        an interface it does not answer on."""
+        return _only(original(service), host)
+    get_local_addresses.starscale_original = original
+    return get_local_addresses
+
+
+def _probed(original, host: str):
+    def probe(client, addresses):
+        """A client reaches a service on this host through `host` only, so the connection
+        comes from `host`: Horovod's driver refuses a task whose connection comes from an
+        address the task did not declare ('has connected from a different address')."""
+        return original(client, _only(addresses, host))
+    probe.starscale_original = original
+    return probe
+
+
 def pin_horovod_services(host: str) -> None:
     """Make every Horovod service started from now on in this process listen on `host` only
-    (an address, or iface:NAME for this host's address on that interface)."""
+    (an address, or iface:NAME for this host's address on that interface) and offer only that
+    address to its peers; its clients reach this host's services through that address."""
     host = resolve_host(host)
     import horovod.runner.common.util.network as common_network
     import horovod.runner.http.http_server as http_server
@@ -60,6 +90,10 @@ def pin_horovod_services(host: str) -> None:
     # Each module imported the function by name: replace the name where it is looked up.
     for module in (util_network, common_network, http_server):
         module.find_port = finder
+    for cls, name, wrap in ((common_network.BasicService, "_get_local_addresses", _advertised),
+                            (common_network.BasicClient, "_probe", _probed)):
+        current = getattr(cls, name)
+        setattr(cls, name, wrap(getattr(current, "starscale_original", current), host))
 
 
 def pinned_host() -> str | None:

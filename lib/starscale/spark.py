@@ -17,6 +17,7 @@ def executor_python(path: str | None) -> str | None:
     return path
 
 
+LOOPBACK_BIND_ENV = "STARSCALE_HOROVOD_BIND"      # = starscale.loopback.BIND_ENV (no horovod import)
 WORKER_LOG_ENV = "STARSCALE_WORKER_LOG"           # = starscale.worker.LOG_ENV
 
 
@@ -69,12 +70,13 @@ def build_session(spark_cfg: SparkConfig, app_suffix: str = ""):
         for key, value in console.NATIVE_QUIET.items():
             conf.setdefault(f"spark.executorEnv.{key}", value)
     if str(spark_cfg.master or "").startswith("local") and _package_on_disk():
-        # Local mode: the workers' Python warnings go to the run's log, not the JVM's stderr
-        # (the terminal), by starscale.worker as the workers' daemon. Its loopback pin of
-        # Horovod's task services (spark.executorEnv.STARSCALE_HOROVOD_BIND) is not set by
-        # default: with it, horovod.spark.run calls without nics=lo failed in the suite.
-        # Keys set in the config win.
+        # Local mode: every rank is on this host, so Horovod's task services (started inside
+        # the executor's Python workers) listen on, and advertise, loopback only, by default;
+        # the workers' Python warnings go to the run's log, not the JVM's stderr (the
+        # terminal). Both by starscale.worker as the workers' daemon; the driver side is
+        # pinned by training.launch. Keys set in the config win.
         conf.setdefault("spark.python.daemon.module", "starscale.worker")
+        conf.setdefault(f"spark.executorEnv.{LOOPBACK_BIND_ENV}", "127.0.0.1")
         if run_log is not None and not run_log.verbose:
             conf.setdefault(f"spark.executorEnv.{WORKER_LOG_ENV}", run_log.path)
     # spark-submit started the JVM before our code ran: its log is reconfigured at runtime.

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from starscale import model_store
 from tests.helpers import REPO, make_config, synthetic_rows
 
 VOCAB = ["<pad>", "<oov>"] + [f"w{i}" for i in range(38)]      # ids 0..39
@@ -101,7 +102,7 @@ def test_two_ranks_under_spark_train_disjoint_shards_same_weights(spark, config_
                                compute_class_weight("balanced", classes=np.arange(5), y=labels))
     assert summary["epochs_completed"] == 2
     from starscale import lstm
-    model = lstm.load_model(summary["output"])
+    model = model_store.load_lstm_bundle(summary["output"])
     assert model.output_shape == (None, 5)
     assert (Path(summary["output"]) / "vocab.txt").read_text().split("\n")[:2] == ["<pad>", "<oov>"]
     assert json.loads((Path(summary["output"]) / "config.json").read_text())["lstm"]["units"] == 8
@@ -165,8 +166,10 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(spark,
     summary = json.loads(resumed.stdout[resumed.stdout.index("{"):])
     assert summary["initial_epoch"] == done_at_kill
     assert summary["epochs_completed"] == 3
-    whole = lstm.load_model(tmp_path / "whole" / "out" / "models" / "lstm" / "full_random_under")
-    again = lstm.load_model(tmp_path / "killed" / "out" / "models" / "lstm" / "full_random_under")
+    whole = model_store.load_lstm_bundle(str(tmp_path / "whole" / "out" / "models" / "lstm" /
+                                                 "full_random_under"))
+    again = model_store.load_lstm_bundle(str(tmp_path / "killed" / "out" / "models" / "lstm" /
+                                                 "full_random_under"))
     for a, b in zip(whole.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -185,7 +188,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(spark, config_fac
     ckpt = Path(layout.checkpoints_dir(cfg)).resolve()
     state = json.loads((ckpt / "state.json").read_text())
     assert state["completed_epochs"] == 1 and state["model_file"] == "epoch-0001.keras"
-    model = lstm.load_model(str(ckpt / "epoch-0001.keras"))
+    model = model_store.load_lstm_bundle(str(ckpt / "epoch-0001.keras"))
     assert all(np.isfinite(w).all() for w in model.get_weights())
     (marker,) = ckpt.glob("_FAILURE-*.json")           # this launch's marker
     assert "NaN loss at epoch 2 batch 3" in json.loads(marker.read_text())["message"]
@@ -288,7 +291,7 @@ def test_pretrained_vectors_file_initialises_a_frozen_embedding(spark, config_fa
                    "lstm.embedding_trainable=false", "evaluate.bootstrap=0")
     write_encode(spark, cfg, [128])
     summary = train_lstm.run(spark, cfg)
-    emb = lstm.load_model(summary["output"]).get_layer("embedding")
+    emb = model_store.load_lstm_bundle(summary["output"]).get_layer("embedding")
     table = emb.get_weights()[0]
     assert not emb.trainable and table.shape == (40, 16)
     np.testing.assert_array_equal(table[2:10], np.full((8, 16), 0.25, np.float32))

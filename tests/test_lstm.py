@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from starscale import model_store
 from tests.helpers import MAX_LEN, synthetic_rows
 
 
@@ -104,12 +105,12 @@ def test_save_bundle_and_load_model_rebuilds_it(tmp_path, monkeypatch):
         assert json.load(fh) == arch
     # Rebuilt by starscale's code: Keras's deserialiser is never asked to load the bundle.
     monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: pytest.fail("load_model"))
-    loaded = lstm.load_model(out)
+    loaded = model_store.load_lstm_bundle(out)
     x = np.arange(2 * MAX_LEN, dtype=np.int32).reshape(2, MAX_LEN) % 40
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     assert lstm.weights_checksum(loaded) == lstm.weights_checksum(model)
     with pytest.raises(ValueError, match="no saved model"):
-        lstm.load_model(str(tmp_path / "nothing"))
+        model_store.load_lstm_bundle(str(tmp_path / "nothing"))
 
 
 def test_assign_shards_and_steps():

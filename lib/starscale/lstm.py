@@ -282,20 +282,3 @@ def save_bundle(model, out_dir: str, vocab_text: str, config: dict[str, Any],
         with open(os.path.join(out_dir, name), "wb") as fh:
             fh.write(data)
     return out_dir
-
-
-def load_model(path: str, compile: bool = True):
-    """A saved LSTM from a local path: a bundle folder (model.json + weights.npz, rebuilt by
-    model_from_bytes; compile is ignored) or a .keras file (checkpoints, older bundles; loaded
-    with safe_mode)."""
-    from tensorflow import keras
-    path = str(path)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, ARCH_FILE)):
-        with open(os.path.join(path, ARCH_FILE), "rb") as arch, \
-                open(os.path.join(path, WEIGHTS_FILE), "rb") as weights:
-            return model_from_bytes(arch.read(), weights.read(), path)
-    if os.path.isdir(path):
-        path = os.path.join(path, MODEL_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"no saved model at {path}")
-    return keras.models.load_model(path, safe_mode=True, compile=compile)

@@ -45,6 +45,9 @@ def fmt(v) -> str:
 def main(folder: str = "docs/bench") -> None:
     for path in sorted(Path(folder).glob("*.json")):
         report = json.loads(path.read_text())
+        if not report["results"]:          # e.g. gpu_check on a machine without a GPU
+            print(f"\n### {path.name}\n\n`{report['command']}`: no result rows")
+            continue
         cols = COLUMNS.get(report["benchmark"], sorted(report["results"][0]))
         cols = [c for c in cols if any(c in row for row in report["results"])]   # mode-specific
         m0, m1 = report["machine_start"], report["machine_end"]

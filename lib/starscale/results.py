@@ -5,8 +5,11 @@
 - ``results.parquet`` — every row ever appended; the schema is the union of all rows' columns
   (a column a row lacks is null). ``results.csv`` is the same table as CSV, rewritten on every
   append, for people and spreadsheets.
-- ``predictions/<run_id>.parquet`` — ``review_id string, label int (0..4), pred int (0..4),
-  proba array<double> (5, may be null)`` per test row, for paired bootstrap comparisons later.
+- ``predictions/<run_id>.parquet`` (test) and ``<run_id>.validation.parquet`` —
+  ``review_id string, label int (0..4), pred int (0..4), proba array<double> (5, may be null)``
+  per row, for paired bootstrap comparisons later: a Parquet folder written by Spark
+  (write_prediction_table: the LR) or one file written from the driver (write_predictions:
+  the LSTM); read_predictions reads either.
 
 The results table is small (one row per run), so an append rewrites it whole: read, concat,
 write a temp file, rename over the old one. A lock file serialises appenders on a local disk so

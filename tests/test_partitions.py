@@ -74,3 +74,32 @@ def test_prepare_runs_no_200_task_stage(spark, config_factory):
     _publish_ingest(spark, cfg)
     tasks = stage_tasks(spark, lambda: prepare.run(spark, cfg, force=True))
     assert tasks and max(tasks) < 200, tasks
+
+
+def test_spread_gives_even_tasks_to_rows_from_one_file(spark, tmp_path):
+    spark.range(0, 1000).coalesce(1).write.parquet(str(tmp_path / "one"))
+    frame = spark.read.parquet(str(tmp_path / "one"))
+    assert frame.rdd.getNumPartitions() == 1
+    spread = partitions.spread(frame, 1000, rows_per_task=100)
+    sizes = spread.rdd.glom().map(len).collect()
+    assert len(sizes) == 10 and sum(sizes) == 1000 and max(sizes) - min(sizes) <= 1
+    cores = spark.sparkContext.defaultParallelism
+    assert partitions.spread(frame, 10, rows_per_task=100).rdd.getNumPartitions() == cores
+
+
+def test_encode_reads_the_held_out_rows_in_one_task_per_core_at_least(spark, tmp_path):
+    """prepare's validation and test rows sit in a few files; encode spreads them before its
+    TF-IDF and token ids (the 9M scale bench: 3 files, 3 working tasks of 15–130 s)."""
+    from starscale.stages import encode as encode_stage
+    rows = [(f"R{i}", 1 + i % 5, f"text {i}", ("train", "validation", "test")[i % 3], 0)
+            for i in range(3000)]
+    (spark.createDataFrame(rows, "review_id string, star int, text string, split string, "
+                                 "class_rank long")
+     .coalesce(1).write.parquet(str(tmp_path / "reviews")))
+    reviews = spark.read.parquet(str(tmp_path / "reviews"))
+    held_out = encode_stage.held_out_rows(reviews)
+    sizes = held_out.rdd.glom().map(len).collect()
+    assert len(sizes) == spark.sparkContext.defaultParallelism >= 2
+    assert sum(sizes) == 2000 and max(sizes) - min(sizes) <= 1
+    assert {r["split"] for r in held_out.select("split").distinct().collect()} == \
+        {"validation", "test"}

@@ -15,7 +15,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from starscale import encode, layout, storage
+from starscale import encode, layout, partitions, storage
 from starscale.split import ladder_subset
 from starscale.tables import PREPARE_REVIEWS_SCHEMA, SAMPLE_TRAIN_SCHEMA, ladder_quota
 from starscale.config import Config, EncodeConfig
@@ -40,6 +40,19 @@ def _counts(df: DataFrame, *cols: str) -> dict:
             for row in df.groupBy(*cols).count().collect()}
 
 
+def _held_out_count(reviews: DataFrame) -> int:
+    """Validation + test rows of prepare's reviews (an aggregate job)."""
+    counts = {k[0]: n for k, n in _counts(reviews, "split").items()}
+    return counts.get("validation", 0) + counts.get("test", 0)
+
+
+def held_out_rows(reviews: DataFrame) -> DataFrame:
+    """prepare's validation and test rows spread over even tasks (partitions.spread): they sit
+    in a few of prepare's files, which only as many tasks can read."""
+    return partitions.spread(reviews.where(F.col("split").isin("validation", "test")),
+                             _held_out_count(reviews))
+
+
 def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
                     vocab: list[str], ecfg: EncodeConfig, source: str) -> dict:
     """sequences/ (split=/shard=) from the resampled train rows and prepare's validation/test;
@@ -50,10 +63,11 @@ def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
         if shards.total < ecfg.shards:
             raise ValueError(f"{source}: {shards.total} train rows, fewer than encode.shards="
                              f"{ecfg.shards}; every shard would be empty")
+        held_out = held_out_rows(reviews)
         validation = encode.hash_shards(
-            _labelled(reviews.where(F.col("split") == "validation"), "validation", F.lit(1.0)),
+            _labelled(held_out.where(F.col("split") == "validation"), "validation", F.lit(1.0)),
             ecfg.seed, ecfg.shards)
-        test = (_labelled(reviews.where(F.col("split") == "test"), "test", F.lit(1.0))
+        test = (_labelled(held_out.where(F.col("split") == "test"), "test", F.lit(1.0))
                 .withColumn("shard", F.lit(0)))
         columns = ["review_id", "label", "weight", "text", "split", "shard"]
         unioned = (shards.rows.select(*columns)
@@ -104,11 +118,14 @@ def write_features(spark, staging: str, fit_rows: DataFrame, sampled: DataFrame,
                                      ecfg.tfidf_hashed)
     model = pipeline.fit(fit_rows)
     encode.save_tfidf_model(model, staging + "/tfidf_model")
+    held_out = held_out_rows(reviews)
     to_score = (_labelled(sampled, "train", F.col("weight"))
-                .unionByName(_labelled(reviews.where(F.col("split") == "validation"),
+                .unionByName(_labelled(held_out.where(F.col("split") == "validation"),
                                        "validation", F.lit(1.0)))
-                .unionByName(_labelled(reviews.where(F.col("split") == "test"),
+                .unionByName(_labelled(held_out.where(F.col("split") == "test"),
                                        "test", F.lit(1.0))))
+    # the resampled train rows, too, come in a few files: score all of them in even tasks
+    to_score = partitions.spread(to_score, sampled.count() + _held_out_count(reviews))
     (model.transform(to_score)
      .select("review_id", "label", "weight", "features", "split")
      .write.partitionBy("split").parquet(staging + "/features"))

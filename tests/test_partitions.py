@@ -97,7 +97,7 @@ def test_encode_reads_the_held_out_rows_in_one_task_per_core_at_least(spark, tmp
                                  "class_rank long")
      .coalesce(1).write.parquet(str(tmp_path / "reviews")))
     reviews = spark.read.parquet(str(tmp_path / "reviews"))
-    held_out = encode_stage.held_out_rows(reviews)
+    held_out = encode_stage.held_out_rows(reviews, 2000)
     sizes = held_out.rdd.glom().map(len).collect()
     assert len(sizes) == spark.sparkContext.defaultParallelism >= 2
     assert sum(sizes) == 2000 and max(sizes) - min(sizes) <= 1

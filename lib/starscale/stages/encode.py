@@ -40,17 +40,11 @@ def _counts(df: DataFrame, *cols: str) -> dict:
             for row in df.groupBy(*cols).count().collect()}
 
 
-def _held_out_count(reviews: DataFrame) -> int:
-    """Validation + test rows of prepare's reviews (an aggregate job)."""
-    counts = {k[0]: n for k, n in _counts(reviews, "split").items()}
-    return counts.get("validation", 0) + counts.get("test", 0)
-
-
-def held_out_rows(reviews: DataFrame) -> DataFrame:
-    """prepare's validation and test rows spread over even tasks (partitions.spread): they sit
-    in a few of prepare's files, which only as many tasks can read."""
-    return partitions.spread(reviews.where(F.col("split").isin("validation", "test")),
-                             _held_out_count(reviews))
+def held_out_rows(reviews: DataFrame, rows: int) -> DataFrame:
+    """prepare's validation and test rows (`rows` of them) spread over even tasks
+    (partitions.spread): they sit in a few of prepare's files, which only as many tasks can
+    read."""
+    return partitions.spread(reviews.where(F.col("split").isin("validation", "test")), rows)
 
 
 def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
@@ -63,7 +57,9 @@ def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
         if shards.total < ecfg.shards:
             raise ValueError(f"{source}: {shards.total} train rows, fewer than encode.shards="
                              f"{ecfg.shards}; every shard would be empty")
-        held_out = held_out_rows(reviews)
+        split_counts = {k[0]: n for k, n in _counts(reviews, "split").items()}
+        held_out = held_out_rows(reviews, split_counts.get("validation", 0)
+                                 + split_counts.get("test", 0))
         validation = encode.hash_shards(
             _labelled(held_out.where(F.col("split") == "validation"), "validation", F.lit(1.0)),
             ecfg.seed, ecfg.shards)
@@ -90,7 +86,6 @@ def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
     if len(train_sizes) != 1 or sum(rows["train"].values()) != shards.total - shards.dropped:
         raise RuntimeError(f"encode: train shards {rows['train']} are not equal or do not "
                            f"add up to {shards.total} - {shards.dropped}")
-    split_counts = {k[0]: n for k, n in _counts(reviews, "split").items()}
     for split in ("validation", "test"):
         if sum(rows[split].values()) != split_counts.get(split, 0):
             raise RuntimeError(f"encode: wrote {sum(rows[split].values())} {split} rows, "
@@ -111,21 +106,22 @@ def write_sequences(spark, staging: str, sampled: DataFrame, reviews: DataFrame,
 
 
 def write_features(spark, staging: str, fit_rows: DataFrame, sampled: DataFrame,
-                   reviews: DataFrame, ecfg: EncodeConfig) -> dict:
+                   reviews: DataFrame, ecfg: EncodeConfig, rows_in: int) -> dict:
     """Fit the TF-IDF pipeline on fit_rows, save it as tfidf_model/ and write features/ (split=)
-    for the resampled train rows, validation and test; returns the manifest counts."""
+    for the resampled train rows, validation and test (rows_in rows, counted by
+    write_sequences); returns the manifest counts."""
     pipeline = encode.tfidf_pipeline(ecfg.tfidf_ngram_max, ecfg.tfidf_features,
                                      ecfg.tfidf_hashed)
     model = pipeline.fit(fit_rows)
     encode.save_tfidf_model(model, staging + "/tfidf_model")
-    held_out = held_out_rows(reviews)
     to_score = (_labelled(sampled, "train", F.col("weight"))
-                .unionByName(_labelled(held_out.where(F.col("split") == "validation"),
+                .unionByName(_labelled(reviews.where(F.col("split") == "validation"),
                                        "validation", F.lit(1.0)))
-                .unionByName(_labelled(held_out.where(F.col("split") == "test"),
+                .unionByName(_labelled(reviews.where(F.col("split") == "test"),
                                        "test", F.lit(1.0))))
-    # the resampled train rows, too, come in a few files: score all of them in even tasks
-    to_score = partitions.spread(to_score, sampled.count() + _held_out_count(reviews))
+    # the resampled train rows and prepare's held-out rows come in a few files: score all
+    # rows_in of them in even tasks (one shuffle of the text rows)
+    to_score = partitions.spread(to_score, rows_in)
     (model.transform(to_score)
      .select("review_id", "label", "weight", "features", "split")
      .write.partitionBy("split").parquet(staging + "/features"))
@@ -171,7 +167,8 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             storage.write_text(spark, staging + "/vocab.txt", encode.vocab_text(vocab))
             seq_info = write_sequences(spark, staging, sampled, reviews, vocab, ecfg,
                                        sampled_table)
-            feature_info = write_features(spark, staging, fit_rows, sampled, reviews, ecfg)
+            feature_info = write_features(spark, staging, fit_rows, sampled, reviews, ecfg,
+                                          sum(seq_info["rows_by_split_in"].values()))
         finally:
             fit_rows.unpersist()
         if feature_info["features_rows"] != seq_info["rows_by_split_in"]:

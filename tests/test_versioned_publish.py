@@ -44,10 +44,16 @@ def _outputs(cfg) -> dict[str, str]:
 
 def _rows(spark, path, corpus_files=None):
     """Sorted rows; ingest's paths of corpus files as the files' names (the runs' folders
-    differ)."""
+    differ); probabilities to 6 decimals: MLlib's L-BFGS sums its per-task gradients on the
+    driver in the order the tasks finish, so two fits of the same rows differ in the last
+    bits of the coefficients (seen in CI as a predictions table that differed)."""
     def plain(value):
         if corpus_files and isinstance(value, str):
             return value.replace(f"file:{corpus_files}/", "")
+        if isinstance(value, float):
+            return round(value, 6)
+        if isinstance(value, list) and value and isinstance(value[0], float):
+            return tuple(round(v, 6) for v in value)
         return value
     return sorted(tuple(plain(v) for v in r) for r in spark.read.parquet(path).collect())
 

@@ -121,11 +121,16 @@ def test_train_shards_equal_and_exact(spark):
 def test_train_shards_do_not_depend_on_partitioning(spark):
     df = spark.createDataFrame(_shard_rows(), SHARD_SCHEMA)
     results = []
-    for parts in (1, 3):
-        result = encode.compute_train_shards(df.repartition(parts), seed=7, shards=3)
+    for parts, ranges in ((1, None), (3, None), (3, 1), (2, 7)):
+        result = encode.compute_train_shards(df.repartition(parts), seed=7, shards=3,
+                                             ranges=ranges)
         results.append({(r["review_id"], r["copy"]): r["shard"] for r in result.rows.collect()})
+        # the persisted sort keeps the partitions asked for (default: the input's, at least one
+        # per core), never spark.sql.shuffle.partitions' 200
+        assert result.cached.rdd.getNumPartitions() == (
+            ranges or max(parts, spark.sparkContext.defaultParallelism)), (parts, ranges)
         result.cached.unpersist()
-    assert results[0] == results[1]
+    assert all(r == results[0] for r in results[1:])
     assert len(results[0]) == 102    # 103 - 103 % 3
 
 

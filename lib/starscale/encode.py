@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 # The one definition of balanced class weights is resample's; the encode stage reads it here.
+from starscale import partitions
 from starscale.resample import balanced_class_weights  # noqa: F401
 
 PAD, OOV = "<pad>", "<oov>"
@@ -176,7 +177,8 @@ def _order_key(seed: int, *cols: str) -> Column:
 
 
 def compute_train_shards(train: DataFrame, seed: int, shards: int,
-                         id_cols: tuple[str, ...] = ("review_id", "copy")) -> TrainShards:
+                         id_cols: tuple[str, ...] = ("review_id", "copy"),
+                         ranges: int | None = None) -> TrainShards:
     """Assign train rows to `shards` shards of exactly equal size.
 
     Rows are ordered by xxhash64(seed, *id_cols) (ties by the id columns: a total order, so the
@@ -185,14 +187,22 @@ def compute_train_shards(train: DataFrame, seed: int, shards: int,
     the partition; shard = position mod shards. The last total mod shards positions are
     dropped, so every Horovod rank runs the same number of steps. Runs a Spark job and
     persists the ordered rows, which both that job and the later write read.
+
+    ranges: the sort's partitions (default partitions.sized_like(train)). Set explicitly, not
+    left to spark.sql.shuffle.partitions: the persisted sort output keeps its partitions (AQE
+    does not merge them), and 200 of them made the count and the write 200 tasks of
+    milliseconds each. The shards do not depend on it.
     """
     if shards < 1:
         raise ValueError(f"shards {shards}: must be >= 1")
     part = F.spark_partition_id().cast("long")
+    order = [F.col("_order"), *[F.col(c) for c in id_cols]]
     ordered = (
         train
         .withColumn("_order", _order_key(seed, *id_cols))
-        .orderBy(F.col("_order"), *[F.col(c) for c in id_cols])
+        # range partitions in key order, each sorted: orderBy with a chosen partition count
+        .repartitionByRange(ranges or partitions.sized_like(train), *order)
+        .sortWithinPartitions(*order)
         # monotonically_increasing_id = partition index << 33 | index inside the partition
         .withColumn("_part", part)
         .withColumn("_in_part", F.monotonically_increasing_id() - F.shiftleft(part, 33))

@@ -407,6 +407,11 @@ def test_regularisation_is_chosen_on_validation(spark, workspace, engine, capsys
     assert [p["reg_param"] for p in json.loads(row["lr_grid"])] == [1.0e-4, 1.0e-3, 1.0]
     val = results.read_predictions(cfg.stage_dir("results"), summary["run_id"], "validation")
     assert metrics.summary(val["label"], val["pred"])["score"] == pytest.approx(scores[best])
+    # the chosen candidate's validation predictions were moved there, the others removed
+    names = os.listdir(os.path.join(cfg.stage_dir("results"), results.PREDICTIONS_DIR))
+    assert sorted(n for n in names if summary["run_id"] in n) == [
+        f"{summary['run_id']}.parquet", f"{summary['run_id']}.validation.parquet"]
+    assert not [n for n in names if n.startswith("_")], names
 
 
 def test_a_fitted_model_with_mostly_zero_coefficients_is_scored_dense(spark):

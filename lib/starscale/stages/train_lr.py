@@ -165,13 +165,21 @@ def _grid_edge(cfg: Config, grid: list[dict], chosen: dict) -> dict:
     return {"grid_edge": True}
 
 
-def _validation_scorer(spark, engine: str, encode_dir: str):
-    """fitted model → metrics.summary on the validation split (counted by Spark: no
-    prediction row reaches the driver)."""
+def _validation_scorer(spark, engine: str, encode_dir: str, keep_dir: str):
+    """fitted model → metrics.summary on the validation split, counted by Spark (no prediction
+    row reaches the driver). Each candidate's predictions are written once, to
+    keep_dir/<n>, and read back to count them; the summary's 'predictions' names that folder,
+    so the chosen model's validation predictions are moved, not scored again."""
+    tried = []
+
     def validation_score(fitted_model) -> dict:
         candidate = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
             engine, fitted_model))
-        return model_store.score_table(spark, candidate, encode_dir, "validation").summary()
+        path = layout.join(keep_dir, str(len(tried)))
+        tried.append(path)
+        summary = model_store.score_table(spark, candidate, encode_dir, "validation",
+                                          save_to=path).summary()
+        return {**summary, "predictions": path}
     return validation_score
 
 
@@ -195,25 +203,30 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     results_dir = layout.results_dir(cfg)
     outcome: dict = {}
 
-    validation_score = _validation_scorer(spark, engine, encode_dir)
-
     def write(staging: str) -> dict:
         started = time.time()
-        fitted = fit(spark, cfg, model_store.read_features(spark, encode_dir, "train"),
-                     validation_score)
-        model_store.save_lr(spark, staging, engine, fitted["model"])
-        model = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
-            engine, fitted["model"]))
-        run_id = results.new_run_id(model.name, tag)
-        # The predictions before the model is published: no published model lacks them. Spark
-        # writes them and counts the written table; the test split is read once, for the model
-        # chosen on validation, whose validation predictions are written too.
-        scored = model_store.score_table(
-            spark, model, encode_dir, "test",
-            save_to=results.predictions_path(results_dir, run_id))
-        model_store.score_table(spark, model, encode_dir, "validation",
-                                save_to=results.predictions_path(results_dir, run_id,
-                                                                 "validation"))
+        run_id = results.new_run_id(layout.model_name("lr", engine), tag)
+        # every candidate's validation predictions, beside where the chosen one's end up (one
+        # filesystem: a rename), under a _ name that readers of predictions/ skip
+        candidates = layout.join(results_dir, results.PREDICTIONS_DIR, f"_candidates-{run_id}")
+        try:
+            fitted = fit(spark, cfg, model_store.read_features(spark, encode_dir, "train"),
+                         _validation_scorer(spark, engine, encode_dir, candidates))
+            model_store.save_lr(spark, staging, engine, fitted["model"])
+            model = model_store.SavedModel("lr", engine, {}, model_store.lr_predictor(
+                engine, fitted["model"]))
+            # The predictions before the model is published: no published model lacks them.
+            # Spark writes them and counts the written table; the test split is read once, for
+            # the model chosen on validation, whose validation predictions (written while it
+            # was scored for the choice) are moved beside them.
+            scored = model_store.score_table(
+                spark, model, encode_dir, "test",
+                save_to=results.predictions_path(results_dir, run_id))
+            val_path = results.predictions_path(results_dir, run_id, "validation")
+            storage.delete(spark, val_path)
+            storage.rename(spark, fitted["validation"]["predictions"], val_path)
+        finally:
+            storage.delete(spark, candidates)
         eval_start = time.time()
         summary = scored.summary()
         ci = scored.bootstrap_ci(cfg.evaluate.bootstrap, cfg.evaluate.seed)

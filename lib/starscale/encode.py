@@ -19,8 +19,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-# The one definition of balanced class weights is resample's; the encode stage reads it here.
 from starscale import partitions
+# The one definition of balanced class weights is resample's; the encode stage reads it here.
 from starscale.resample import balanced_class_weights  # noqa: F401
 
 PAD, OOV = "<pad>", "<oov>"

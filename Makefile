@@ -14,7 +14,10 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI
 # package-env, doctor, gpu-check and gpu-smoke use it.
 GPU ?=
 CONF ?= conf/cluster.yaml$(if $(filter 1,$(GPU)), conf/gpu.yaml)
-USE_GPU := $(if $(or $(filter 1,$(GPU)),$(findstring gpu.yaml,$(CONF))),1)
+# GPU_DRILL=1: conf/gpu.yaml's GPU scheduling on CPU hosts (train.gpu_drill): the CPU stack,
+# every rank takes the GPU address Spark assigned while TensorFlow stays on the CPU.
+GPU_DRILL ?=
+USE_GPU := $(if $(GPU_DRILL),,$(if $(or $(filter 1,$(GPU)),$(findstring gpu.yaml,$(CONF))),1))
 VENV_GPU := .venv-gpu
 GPU_REQS := requirements/common.txt requirements/gpu.txt requirements/horovod.txt requirements/dev.txt \
 	requirements/constraints.txt setup.py
@@ -125,11 +128,14 @@ SHIP_ENV ?= $(if $(findstring standalone.yaml,$(CONF)),,1)
 # The driver JVM logs to out/logs/ (starscale's log4j2 file) until the job moves it to the run's log.
 DRIVER_LOG_OPTS := -Dlog4j2.configurationFile=file:$(abspath lib/starscale/log4j2.properties) \
 	-Dstarscale.log=$(abspath out/logs/spark-submit-driver.log)
-full-data-train: $(STACK_SETUP) package $(if $(SHIP_ENV),package-env)
-	PYSPARK_DRIVER_PYTHON=$(STACK_BIN)/python $(STACK_BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
+# The command is echoed with secret values redacted (ARGS may carry --set ...secret.key=...).
+SUBMIT = PYSPARK_DRIVER_PYTHON=$(STACK_BIN)/python $(STACK_BIN)/spark-submit $(if $(SPARK_MASTER),--master $(SPARK_MASTER)) \
 		--driver-java-options "$(DRIVER_LOG_OPTS)" \
-		$(if $(SHIP_ENV),--archives $(ENV_ARCHIVE)#env) --py-files $(DIST)/starscale.zip \
-		jobs/experiment.py $(foreach c,$(CONF),--conf $(c)) $(ARGS)
+		$(if $(SHIP_ENV),--archives $(ENV_ARCHIVE)\#env) --py-files $(DIST)/starscale.zip \
+		jobs/experiment.py $(foreach c,$(CONF),--conf $(c)) $(if $(GPU_DRILL),--set train.gpu_drill=true) $(ARGS)
+full-data-train: $(STACK_SETUP) package $(if $(SHIP_ENV),package-env)
+	@PYTHONPATH=$(abspath lib) $(STACK_BIN)/python -m starscale.config --redact-argv $(SUBMIT)
+	@$(SUBMIT)
 
 # DIST / PACKAGE_BUILD: where the zip and its staging folder go (tests build into their own).
 DIST ?= dist
@@ -147,12 +153,17 @@ package: $(STACK_SETUP)
 # venv-pack ships the venv's packages, not the interpreter: every node needs the same Python
 # 3.11 at the path in the venv's pyvenv.cfg (docs/install.md). PACK_VENV: another venv to pack
 # (the tests pack a tiny one). The CPU venv packs in minutes (docs/install.md has the time).
-ENV_ARCHIVE ?= $(DIST)/starscale-env.tar.gz
+# The archive is named for the stack's requirements (the setup stamp's hash) and packed only
+# when no archive of that name exists: a submit does not repack a multi-GB venv; a changed
+# requirement gives a new name (older archives stay until make clean).
 PACK_VENV ?= $(if $(USE_GPU),$(VENV_GPU),$(VENV))
+ENV_ARCHIVE ?= $(DIST)/starscale-env-$(if $(USE_GPU),gpu-$(subst .setup-gpu-,,$(notdir $(GPU_STAMP))),cpu-$(subst .setup-,,$(notdir $(STAMP)))).tar.gz
 package-env: $(STACK_SETUP)
-	@$(STACK_BIN)/python -c "import venv_pack" 2>/dev/null || $(STACK_BIN)/pip install -q venv-pack==0.2.0
-	mkdir -p $(dir $(ENV_ARCHIVE))
-	PYTHONPATH=$(abspath lib) $(STACK_BIN)/python -m starscale.packenv $(PACK_VENV) $(ENV_ARCHIVE)
+	@if [ -s $(ENV_ARCHIVE) ]; then echo "$(ENV_ARCHIVE): packed already for these requirements"; else \
+		$(STACK_BIN)/python -c "import venv_pack" 2>/dev/null || $(STACK_BIN)/pip install -q venv-pack==0.2.0; \
+		mkdir -p $(dir $(ENV_ARCHIVE)) && \
+		PYTHONPATH=$(abspath lib) $(STACK_BIN)/python -m starscale.packenv $(PACK_VENV) $(ENV_ARCHIVE).part.tar.gz && \
+		mv $(ENV_ARCHIVE).part.tar.gz $(ENV_ARCHIVE); fi
 	@echo "$(ENV_ARCHIVE) (for spark-submit --archives $(ENV_ARCHIVE)#env)"
 
 clean:
@@ -223,8 +234,16 @@ bench-scale: setup
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 # A Spark standalone cluster on 127.0.0.1 (master + cluster.workers workers), for cluster mode.
+# HOSTS=N (N >= 3, root): separate hosts instead, each in its own network and mount namespace
+# (a master host + N-1 worker hosts; starscale.hosts, docs/cluster.md "Separate hosts").
+# GPUS=K: each worker host offers K fake GPUs (the GPU scheduling drill).
+# cluster-down stops both kinds: every namespace, veth and bridge a cluster-up made.
 CLUSTER_CONF ?=
+HOSTS ?=
+GPUS ?=
 cluster-up: setup
-	$(BIN)/python -m starscale.cluster up $(CLUSTER_CONF)
+	$(BIN)/python -m starscale.$(if $(HOSTS),hosts,cluster) up $(CLUSTER_CONF) \
+		$(if $(HOSTS),--set cluster.hosts=$(HOSTS)) $(if $(GPUS),--set cluster.gpus_per_host=$(GPUS))
 cluster-down:
 	$(BIN)/python -m starscale.cluster down $(CLUSTER_CONF)
+	$(BIN)/python -m starscale.hosts down $(CLUSTER_CONF)

@@ -17,6 +17,7 @@ import dataclasses
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,10 +53,15 @@ def test_make_full_data_train_gpu_uses_the_gpu_stack_archive_and_zip():
                          capture_output=True, text=True).stdout
     submit = out[out.index("spark-submit"):]
     assert "/.venv-gpu/bin/spark-submit" in out and "/.venv-gpu/bin/python" in out
-    assert "--archives dist/starscale-env.tar.gz#env" in submit
+    # the archive is named for the GPU stack's requirements (the setup stamp's hash)
+    archive = re.search(r"--archives (dist/starscale-env-gpu-[0-9a-f]{16}\.tar\.gz)\\?#env",
+                        submit)
+    assert archive, submit
     assert "--py-files dist/starscale.zip" in submit
     assert "--conf conf/cluster.yaml --conf conf/gpu.yaml" in submit
-    assert "-p .venv-gpu -o" not in out and ".venv-gpu dist/starscale-env.tar.gz" in out
+    assert "-p .venv-gpu -o" not in out and f".venv-gpu {archive.group(1)}.part.tar.gz" in out
+    # packed only when that archive is not there yet
+    assert f"if [ -s {archive.group(1)} ]" in out
     cpu = subprocess.run(["make", "-n", "full-data-train"], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout
     assert ".venv-gpu" not in cpu and "--conf conf/cluster.yaml jobs" not in cpu

@@ -297,3 +297,21 @@ def test_pretrained_vectors_file_initialises_a_frozen_embedding(spark, config_fa
     np.testing.assert_array_equal(table[2:10], np.full((8, 16), 0.25, np.float32))
     np.testing.assert_array_equal(table[0], np.zeros(16, np.float32))      # <pad>
     assert np.abs(table[10:]).max() < 0.5 and np.abs(table[10:]).max() > 0  # random, not 9
+
+
+def test_two_ranks_handed_the_same_gpu_fail_naming_them(spark, config_factory):
+    """GPU drill (TensorFlow on the CPU) with both ranks of this host handed GPU 0, as executors
+    without GPU isolation do: the ranks' allgather finds the shared (host, GPU) pair and the
+    stage fails with the error naming both ranks, the host and the GPU."""
+    import socket
+    from starscale.stages import train_lstm
+
+    cfg = tiny_cfg(config_factory, "train.launcher=spark", "train.workers=2", "encode.shards=2",
+                   "lstm.epochs=1", "train.use_gpu=true", "train.gpu_drill=true",
+                   "lstm.recurrent_dropout=0.0", "train.failure_grace_s=10")
+    write_encode(spark, cfg, [320, 320])
+    with pytest.raises(RuntimeError) as err:
+        train_lstm.run(spark, cfg, hooks={"gpu_address": "0"})
+    message = str(err.value)
+    assert "train-lstm: training failed: " in message, message
+    assert (f"ranks 0 and 1 both have GPU 0 on host {socket.gethostname()}" in message), message

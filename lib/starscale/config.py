@@ -212,6 +212,7 @@ class TrainConfig:
     stall_timeout_s: int = _f(**rng(1))   # no step progress for this long → fail
     failure_grace_s: int = _f(**rng(1))   # a rank failed: the rest get this long to exit, then the job is cancelled
     use_gpu: bool = _f()
+    gpu_drill: bool = _f()                # use_gpu's scheduling on CPU hosts: ranks take Spark's GPU address, TF stays on the CPU
     nics: list[str] = _f()                # horovod.spark.run nics (e.g. [lo]); []: Horovod picks
     bind_host: str | None = _f()          # Horovod services listen here only (starscale.loopback); null: all
 
@@ -307,6 +308,28 @@ class ClusterConfig:
     worker_cores: int = _f(**rng(1))
     worker_memory: str = _f()
     start_timeout_s: int = _f(**rng(1))
+    # make cluster-up HOSTS=N: separate hosts in network namespaces (starscale.hosts)
+    hosts: int = _f(**rng(0))             # 0: the loopback cluster above; >= 3: master + N-1 worker hosts
+    hosts_dir: str = _f()                 # the hosts' folders and shared storage, outside the checkout
+    subnet: str = _f()                    # the private /24 the hosts share
+    prefix: str = _f()                    # names of the namespaces, veths and the bridge
+    gpus_per_host: int = _f(**rng(0))     # fake GPUs each worker host offers (GPU scheduling drill)
+
+    def validate(self, path: str) -> None:
+        import re
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", self.prefix):
+            raise ValueError(f"{path}.prefix: {self.prefix!r} must be 1-6 lowercase letters or "
+                             f"digits, starting with a letter (interface names are short)")
+        import ipaddress
+        try:
+            net = ipaddress.ip_network(self.subnet, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{path}.subnet: {self.subnet!r} is not a network ({exc})") from None
+        if net.version != 4 or net.prefixlen != 24 or not net.is_private:
+            raise ValueError(f"{path}.subnet: {self.subnet} must be a private IPv4 /24")
+        if self.hosts in (1, 2):
+            raise ValueError(f"{path}.hosts: {self.hosts}; 0 (loopback cluster) or >= 3 "
+                             f"(a master and at least two worker hosts)")
 
 
 @dataclass(frozen=True)
@@ -391,6 +414,26 @@ def redact_secrets(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [redact_secrets(v) for v in data]
     return data
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line as it may be logged: the value of every secret key replaced, whether
+    given as KEY=VALUE (--set spark.conf.fs.s3a.secret.key=..., --conf k=v, --password=...)
+    or as a flag followed by its value (--password VALUE)."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        name, eq, value = str(arg).partition("=")
+        if eq and value and is_secret_key(name.lstrip("-")):
+            out.append(f"{name}={REDACTED}")
+        else:
+            out.append(arg)
+            hide_next = not eq and arg.startswith("-") and is_secret_key(arg.lstrip("-"))
+    return out
 
 
 # --------------------------------------------------------------------------- loading
@@ -601,3 +644,13 @@ def section_from_dict(cls: type, data: dict, path: str) -> Any:
     """One validated config section (e.g. LSTMConfig) from its to_dict() form, for a process
     that gets the section as JSON (a horovodrun rank)."""
     return _build(cls, data, path)
+
+
+if __name__ == "__main__":
+    # `python -m starscale.config --redact-argv CMD...`: the command line as it may be shown
+    # (make full-data-train echoes its spark-submit this way).
+    import shlex
+    import sys
+    if sys.argv[1:2] != ["--redact-argv"]:
+        raise SystemExit("usage: python -m starscale.config --redact-argv CMD...")
+    print(shlex.join(redact_argv(sys.argv[2:])))

@@ -102,7 +102,8 @@ def open_run_log(stage: str, output_dir: str, verbose_: bool = False) -> RunLog:
         root.addHandler(logging.StreamHandler(sys.stderr))
     else:
         logging.captureWarnings(True)                        # Python warnings → the log only
-    LOGGER.info("starscale %s: log of %s (argv %s)", stage, output_dir, sys.argv)
+    from starscale.config import redact_argv
+    LOGGER.info("starscale %s: log of %s (argv %s)", stage, output_dir, redact_argv(sys.argv))
     _ACTIVE = RunLog(path, conf, verbose_)
     return _ACTIVE
 

@@ -47,11 +47,19 @@ def own_editable_files(prefix: str) -> list[str]:
     return leave_out
 
 
+# Not needed on an executor, whose JVM is the node's Spark: pyspark's bundled jars (only a
+# driver started from pip's pyspark uses them) and build-only tools (Horovod compiled with
+# cmake already). 877 MB → see docs/install.md for the measured size without them.
+NOT_SHIPPED = ("lib/python*/site-packages/pyspark/jars/*",
+               "lib/python*/site-packages/cmake/*", "bin/cmake", "bin/ctest", "bin/cpack")
+
+
 def pack(prefix: str, output: str) -> dict:
-    """prefix (a venv) → output (.tar.gz), without starscale's own editable install."""
+    """prefix (a venv) → output (.tar.gz), without starscale's own editable install and
+    without NOT_SHIPPED."""
     import venv_pack
     import venv_pack.core as core
-    leave_out = own_editable_files(prefix)
+    leave_out = own_editable_files(prefix) + list(NOT_SHIPPED)
     started = time.time()
     # venv-pack's own editable check reads the .pth files we leave out: skip it (ours ran above).
     saved, core.check_no_editable_packages = core.check_no_editable_packages, lambda ctx: None

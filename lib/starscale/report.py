@@ -700,6 +700,23 @@ def _timings_section(page: _Page, manifests: Mapping[str, dict], table: pd.DataF
     page.add_table(_frame_table("training_timings", ordered,
                                 ["run_id", "series", "tag", "train_rows", *sorted(timing_cols)]),
                    "Training runs")
+    page.add_table(rank_placement_table(manifests), "Horovod ranks: which host and GPU each "
+                   "rank had (GPU empty: trained on CPU)")
+
+
+def rank_placement_table(manifests: Mapping[str, dict]) -> Table:
+    """Where each LSTM's Horovod ranks ran: host, GPU (Spark's address; empty on CPU), the
+    rank's address on Gloo's interface and its device, from the models' manifests."""
+    rows = []
+    for folder, manifest in sorted(manifests.items()):
+        for rank in manifest.get("ranks") or []:
+            place = rank.get("placement") or {}
+            rows.append({"model": folder, "rank": rank.get("rank"), "host": place.get("host"),
+                         "GPU": place.get("gpu") if place.get("gpu") is not None else "",
+                         "address": place.get("address"), "interface": place.get("iface"),
+                         "device": place.get("device")})
+    columns = ["model", "rank", "host", "GPU", "address", "interface", "device"]
+    return _frame_table("rank-placement", pd.DataFrame(rows, columns=columns), columns)
 
 
 def _config_section(page: _Page, ordered: pd.DataFrame, table: pd.DataFrame,

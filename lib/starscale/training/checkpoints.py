@@ -62,14 +62,30 @@ def write_failure(ckpt_dir: str, message: str, rank: int, attempt: str = "") -> 
                                     "attempt": attempt}).encode())
 
 
+def placement_file(attempt: str = "") -> str:
+    return f"_PLACEMENT-{attempt}.json" if attempt else "_PLACEMENT.json"
+
+
+def write_placement(ckpt_dir: str, placements: list[dict], attempt: str = "") -> None:
+    """Rank 0 records where every rank of this launch runs (host, address, GPU), so the driver
+    can name the host and rank of a peer that was lost."""
+    storage.write_bytes(layout.join(ckpt_dir, placement_file(attempt)),
+                        json.dumps(placements).encode())
+
+
+def read_placement(ckpt_dir: str, attempt: str = "") -> list[dict] | None:
+    raw = storage.read_bytes(layout.join(ckpt_dir, placement_file(attempt)))
+    return json.loads(raw) if raw is not None else None
+
+
 def clear_failure(ckpt_dir: str) -> None:
-    """Remove every failure marker (the caller holds the model folder's lease: no other live
+    """Remove every failure and placement marker (the caller holds the model folder's lease: no other live
     run of this tag writes here)."""
     from pyarrow import fs as pafs
     storage.make_dirs(ckpt_dir)
     fs, target = storage.filesystem(ckpt_dir)
     for info in fs.get_file_info(pafs.FileSelector(target)):
-        if info.base_name.startswith("_FAILURE") and info.base_name.endswith(".json"):
+        if info.base_name.startswith(("_FAILURE", "_PLACEMENT")) and info.base_name.endswith(".json"):
             storage.delete_file(layout.join(ckpt_dir, info.base_name))
 
 

@@ -31,14 +31,26 @@ class GpuChoice:
 
 
 def gpu_for_rank(use_gpu: bool, local_rank: int, physical: int,
-                 task_gpus: list[str] | None, cuda_visible: str | None = None) -> GpuChoice:
+                 task_gpus: list[str] | None, cuda_visible: str | None = None,
+                 drill: bool = False) -> GpuChoice:
     """The GPU this rank pins. physical: how many GPUs TF lists in this process; task_gpus: the
     Spark task's GPU addresses (None outside a Spark task / when Spark schedules no GPUs);
     cuda_visible: $CUDA_VISIBLE_DEVICES (Spark addresses are physical ids; when the executor
     already narrowed the visible set, an address is mapped to its position in that list).
+    drill (train.gpu_drill): the rank takes its GPU address as on a GPU cluster (Spark's, else
+    the local rank) but TensorFlow stays on the CPU: GPU scheduling drilled on CPU hosts.
     Raises ValueError when use_gpu is on and no GPU can be chosen."""
     if not use_gpu:
         return GpuChoice(None, "train.use_gpu is false")
+    if drill:
+        if task_gpus and len(task_gpus) != 1:
+            raise ValueError(f"train.use_gpu: this Spark task was given {len(task_gpus)} GPUs "
+                             f"{task_gpus}; set spark.task.resource.gpu.amount to 1 (one GPU per "
+                             f"Horovod rank, conf/gpu.yaml)")
+        if task_gpus:
+            return GpuChoice(None, "GPU drill, TensorFlow on the CPU", task_gpus[0].strip())
+        return GpuChoice(None, "GPU drill (horovod local rank), TensorFlow on the CPU",
+                         str(local_rank))
     if physical < 1:
         raise ValueError("train.use_gpu is true but TensorFlow sees no GPU in this process "
                          "(tensorflow-cpu installed? run `make doctor`; CUDA driver missing? "
@@ -92,13 +104,16 @@ def spark_task_gpus() -> list[str] | None:
     return list(gpu.addresses) if gpu is not None and gpu.addresses else None
 
 
-def pin_gpu(use_gpu: bool, local_rank: int, where: str) -> GpuChoice:
+def pin_gpu(use_gpu: bool, local_rank: int, where: str, drill: bool = False,
+            handed: str | None = None) -> GpuChoice:
     """Make exactly the chosen GPU visible to TF in this process (memory growth on), or none;
-    log the choice. Must run before the process's first TF op."""
+    log the choice. Must run before the process's first TF op. handed: a GPU address given in
+    place of the Spark task's (the gpu_address test hook)."""
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
-    choice = gpu_for_rank(use_gpu, local_rank, len(gpus), spark_task_gpus(),
-                          os.environ.get("CUDA_VISIBLE_DEVICES"))
+    choice = gpu_for_rank(use_gpu, local_rank, len(gpus),
+                          [handed] if handed is not None else spark_task_gpus(),
+                          os.environ.get("CUDA_VISIBLE_DEVICES"), drill=drill)
     try:
         if choice.index is not None:
             gpu = gpus[choice.index]
@@ -110,6 +125,27 @@ def pin_gpu(use_gpu: bool, local_rank: int, where: str) -> GpuChoice:
         print(f"starscale train: GPU visibility unchanged ({exc})", file=sys.stderr)
     print(f"starscale train: {where} on {choice.describe()}", file=sys.stderr, flush=True)
     return choice
+
+
+def check_unique_gpus(placements: list[dict]) -> None:
+    """Every (host, GPU) pair taken by one rank only; ValueError naming the ranks, host and GPU
+    otherwise (executors that are not GPU-isolated, e.g. YARN without GPU isolation, offer every
+    GPU to every executor). placements: every rank's {"rank", "host", "gpu"} (allgathered)."""
+    seen: dict[tuple[str, str], int] = {}
+    clashes = []
+    for entry in sorted(placements, key=lambda e: e["rank"]):
+        if entry.get("gpu") is None:
+            continue
+        key = (str(entry["host"]), str(entry["gpu"]))
+        if key in seen:
+            clashes.append(f"ranks {seen[key]} and {entry['rank']} both have GPU {key[1]} on "
+                           f"host {key[0]}")
+        else:
+            seen[key] = entry["rank"]
+    if clashes:
+        raise ValueError("train.use_gpu: " + "; ".join(clashes) + ": each Horovod rank needs a "
+                         "GPU of its own (isolate GPUs per executor: YARN GPU isolation, "
+                         "Kubernetes device plugin, standalone spark.worker.resource.gpu.*)")
 
 
 # --------------------------------------------------------------------------- cuDNN

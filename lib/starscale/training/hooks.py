@@ -9,6 +9,9 @@ CLI run in a subprocess, as JSON in $STARSCALE_TRAIN_HOOKS. Each acts at exactly
   (training.callbacks.Sleep).
 - hang_on_failure (bool): a failed rank never exits, standing in for a deadlocked one
   (training.rank.exit_now), so the driver's failure watch can be tested.
+- gpu_address (str): every rank is handed this GPU address instead of its Spark task's, as
+  executors without GPU isolation hand the same GPU to two ranks of one host
+  (training.rank.setup_devices), so the (host, GPU) uniqueness check can be tested.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class TrainHooks:
     return_ids: bool = False
     epoch_sleep_s: float | None = None
     hang_on_failure: bool = False
+    gpu_address: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "TrainHooks":

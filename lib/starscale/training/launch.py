@@ -19,7 +19,7 @@ from typing import Any
 
 from starscale import layout, storage
 from starscale.config import Config
-from starscale.training import checkpoints, data, devices
+from starscale.training import bootstrap, checkpoints, data, devices
 from starscale.training.hooks import TrainHooks
 from starscale.training.rank import RankArgs, train_rank
 
@@ -129,13 +129,69 @@ def horovodrun_attempt() -> str:
 
 
 def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = None,
-            attempt: str = "") -> RuntimeError:
-    """The stage's error: the failed rank's recorded reason, else the launcher's exception."""
+            attempt: str = "", live_hosts=None) -> RuntimeError:
+    """The stage's error: the failed rank's recorded reason, else the launcher's exception,
+    led by the hosts that were lost and their ranks when that is why (live_hosts: a callable
+    giving the hosts the cluster still has executors on, or None to judge by the message)."""
     info = checkpoints.read_failure(ckpt_dir, attempt)
     reason = info["message"] if info else f"{type(exc).__name__}: {exc}"
     if watch is not None and watch.fired:
         reason += f" ({watch.fired})"
+    try:
+        placements = checkpoints.read_placement(ckpt_dir, attempt)
+    except Exception:                    # noqa: BLE001 — the reason is what matters
+        placements = None
+    if placements:
+        lost = lost_ranks(placements, reason, info.get("rank") if info else None)
+        deadline = time.time() + LOST_HOST_WAIT_S
+        while not lost and live_hosts is not None:
+            lost = lost_ranks(placements, reason, info.get("rank") if info else None,
+                              live_hosts())
+            if lost or time.time() > deadline:
+                break
+            time.sleep(1.0)
+        if lost:
+            reason = f"{describe_lost(lost)}; {reason}"
     return RuntimeError(f"{STAGE}: training failed: {reason}")
+
+
+LOST_HOST_WAIT_S = 15.0                # how long the driver waits for Spark to notice a lost host
+
+
+def lost_ranks(placements: list[dict], message: str, reporting_rank: int | None,
+               live: set[str] | None = None) -> list[dict]:
+    """The placements of ranks whose host is gone: an address of theirs named in the failure
+    message (a peer's address in Gloo's "connection closed" error) by another rank, or, with
+    live (the hosts the cluster still runs executors on), a host no longer among them."""
+    import re
+    named = set(re.findall(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])", message))
+    own = {p.get("address") for p in placements if p.get("rank") == reporting_rank}
+    lost = [p for p in placements
+            if p.get("address") and p["address"] in named - own - {"127.0.0.1"}]
+    if not lost and live is not None:
+        lost = [p for p in placements if p.get("address")
+                and p["address"] not in live and p.get("host") not in live]
+    return sorted(lost, key=lambda p: p["rank"])
+
+
+def describe_lost(lost: list[dict]) -> str:
+    """'host X lost (rank 1)' per host, ranks listed."""
+    by_host: dict[str, list[int]] = {}
+    for p in lost:
+        by_host.setdefault(str(p.get("host")), []).append(int(p["rank"]))
+    return "; ".join(f"host {host} lost ({'rank' if len(ranks) == 1 else 'ranks'} "
+                     f"{', '.join(map(str, ranks))})" for host, ranks in by_host.items())
+
+
+def spark_executor_hosts() -> set[str] | None:
+    """The hosts the Spark application has executors on now (None in local mode, where every
+    rank is on this host)."""
+    from pyspark import SparkContext
+    sc = SparkContext._active_spark_context
+    if sc is None or str(sc.master).startswith("local"):
+        return None
+    infos = sc._jsc.sc().statusTracker().getExecutorInfos()
+    return {str(info.host()) for info in infos}
 
 
 class FailureWatch:
@@ -226,15 +282,40 @@ def launch_spark(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
         loopback.pin_horovod_services(bind_host)
     watch = FailureWatch(args.ckpt_dir, cfg.train.failure_grace_s, _cancel_spark_jobs,
                          "Spark job cancelled", attempt=args.attempt)
+    executable, py_files = spark_rank_interpreter()
     try:
         with watch:
-            # Horovod: one Spark task per worker; the function gets plain values only.
-            return horovod.spark.run(train_rank, args=(args,), num_proc=cfg.train.workers,
+            # Horovod: one Spark task per worker; each starts its rank as a new process with
+            # the executors' interpreter (not this driver's, which other hosts do not have),
+            # running bootstrap.run_rank, which needs nothing of starscale to unpickle.
+            return horovod.spark.run(bootstrap.run_rank, args=(py_files, args.to_json()),
+                                     num_proc=cfg.train.workers,
                                      start_timeout=cfg.train.start_timeout_s, use_gloo=True,
                                      nics=set(cfg.train.nics) or None,
-                                     verbose=1, stdout=sys.stdout, stderr=sys.stderr)
+                                     verbose=1, stdout=sys.stdout, stderr=sys.stderr,
+                                     executable=executable)
     except Exception as exc:             # noqa: BLE001 — re-raised with the rank's reason
-        raise failure(args.ckpt_dir, exc, watch, args.attempt) from exc
+        live = spark_executor_hosts if spark_executor_hosts() is not None else None
+        raise failure(args.ckpt_dir, exc, watch, args.attempt, live_hosts=live) from exc
+
+
+def spark_rank_interpreter() -> tuple[str, list[str]]:
+    """(the executors' Python, the job's --py-files names) for horovod.spark.run's ranks.
+
+    The interpreter is Spark's for the executors (spark.pyspark.python / PYSPARK_PYTHON, e.g.
+    ./env/bin/python from the --archives venv, resolved in the task's working directory);
+    horovod.spark.run would otherwise start every rank with this driver's sys.executable."""
+    import cloudpickle
+    from pyspark import SparkContext
+    sc = SparkContext._active_spark_context
+    if sc is None:
+        raise RuntimeError(f"{STAGE}: train.launcher=spark needs an active SparkSession")
+    # bootstrap.run_rank travels by value: the rank unpickles it before starscale is importable
+    cloudpickle.register_pickle_by_value(bootstrap)
+    executable = sc.getConf().get("spark.pyspark.python") or sc.pythonExec or sys.executable
+    py_files = [os.path.basename(p.rstrip("/")) for p in
+                (sc.getConf().get("spark.submit.pyFiles") or "").split(",") if p.strip()]
+    return executable, py_files
 
 
 def launch_horovodrun(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ def _train_rank(args: RankArgs) -> dict[str, Any]:
 
 
 def _train_rank_watched(args: RankArgs, watchdog: Watchdog) -> dict[str, Any]:
-    rank, size = setup_devices(args)
+    rank, size, placements = setup_devices(args)
     watchdog.rank, watchdog.where = rank, f"rank {rank}/{size}"
     watchdog.beat("plan inputs")
     inputs = plan_inputs(args, rank, size)
@@ -180,6 +180,7 @@ def _train_rank_watched(args: RankArgs, watchdog: Watchdog) -> dict[str, Any]:
         "samples_per_s": round(rows_seen * size / seconds, 1) if seconds > 0 and rows_seen else None,
         "history": fitted["history"], "checksum": lstm.weights_checksum(model),
         "learning_rate": learning_rate, "cudnn": lstm.uses_cudnn(model),
+        "placement": placements[rank],
     }
     if seen_ids is not None:
         result["review_ids"] = sorted(seen_ids)
@@ -198,9 +199,11 @@ def planned_epochs(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
 
 
 # --------------------------------------------------------------------------- the steps
-def setup_devices(args: RankArgs) -> tuple[int, int]:
-    """Horovod up, this rank's GPU (or none), seeds and op determinism → (rank, size)."""
+def setup_devices(args: RankArgs) -> tuple[int, int, list[dict]]:
+    """Horovod up, this rank's GPU (or none), seeds and op determinism → (rank, size, every
+    rank's placement)."""
     import tensorflow as tf
+    import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     from tensorflow import keras
     from starscale.training import devices
@@ -210,11 +213,40 @@ def setup_devices(args: RankArgs) -> tuple[int, int]:
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
     # Horovod: one GPU per process, the one Spark gave this rank's task (horovod.spark.run), else
     # the local rank's (horovodrun); no GPU visible when train.use_gpu is off.
-    devices.pin_gpu(args.train.use_gpu, local_rank, f"rank {rank}/{size}")
+    choice = devices.pin_gpu(args.train.use_gpu, local_rank, f"rank {rank}/{size}",
+                             drill=args.train.gpu_drill, handed=args.hooks.gpu_address)
+    # Horovod: every rank learns where every rank runs; no two may share a (host, GPU) pair, and
+    # rank 0 leaves the placement for the driver (a lost peer is named by host and rank).
+    placements = hvd_tf.allgather_object(placement(rank, choice), name="placement")
+    if rank == 0:
+        checkpoints.write_placement(args.ckpt_dir, placements, args.attempt)
+    if args.train.use_gpu:
+        devices.check_unique_gpus(placements)
     keras.utils.set_random_seed(args.seed)
     if args.lstm.deterministic:
         tf.config.experimental.enable_op_determinism()
-    return rank, size
+    return rank, size, placements
+
+
+def placement(rank: int, choice) -> dict[str, Any]:
+    """Where this rank runs: host name, its address on Horovod's Gloo interface, the GPU it
+    took (Spark's address, or None on CPU), the interpreter and where starscale came from."""
+    import socket
+    import starscale
+    iface = os.environ.get("HOROVOD_GLOO_IFACE")
+    address = None
+    if iface:
+        from starscale import loopback
+        try:
+            address = loopback.resolve_host(f"iface:{iface}")
+        except ValueError:
+            address = None
+    gpu = choice.address if choice.address is not None else (
+        None if choice.index is None else str(choice.index))
+    return {"rank": rank, "host": socket.gethostname(), "address": address, "iface": iface,
+            "rendezvous": os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR"), "gpu": gpu,
+            "device": choice.describe(), "python": sys.executable,
+            "starscale": os.path.dirname(os.path.abspath(starscale.__file__)), "pid": os.getpid()}
 
 
 def plan_inputs(args: RankArgs, rank: int, size: int) -> dict[str, Any]:

@@ -242,12 +242,14 @@ def last_error(log_text: str) -> str:
     return "see the log"
 
 
-def set_rpath(patchelf: str, library: Path, extra: str) -> None:
+def set_rpath(patchelf: str, library: Path, extra: str, build_only: Path) -> None:
+    """Append `extra` to the library's RPATH and drop the build-only NCCL folder CMake put there
+    (an absolute path of this checkout, meaningless on the nodes)."""
     current = subprocess.run([patchelf, "--print-rpath", str(library)], capture_output=True,
                              text=True, check=True).stdout.strip()
-    parts = [p for p in current.split(":") if p]
-    if extra not in parts:
-        subprocess.run([patchelf, "--set-rpath", ":".join(parts + [extra]), str(library)], check=True)
+    parts = list(dict.fromkeys(p for p in current.split(":") + [extra]
+                               if p and not p.startswith(str(build_only))))
+    subprocess.run([patchelf, "--set-rpath", ":".join(parts), str(library)], check=True)
 
 
 def build_horovod(venv: Path, requirement: str, env_file: Path, workdir: Path) -> None:
@@ -273,7 +275,7 @@ def build_horovod(venv: Path, requirement: str, env_file: Path, workdir: Path) -
                                 text=True).stdout.split()
         if "libnccl.so.2" in needed:
             depth = len(library.relative_to(site).parts) - 1
-            set_rpath(patchelf, library, "$ORIGIN/" + "../" * depth + "nvidia/nccl/lib")
+            set_rpath(patchelf, library, "$ORIGIN/" + "../" * depth + "nvidia/nccl/lib", nccl_dir)
             linked += 1
     if not linked:
         raise Missing(f"make setup-gpu: horovod was built without NCCL (no library under "

@@ -99,18 +99,42 @@ def debian_toolkit(log) -> tuple[dict, dict]:
                  "toolkit_download_gib": gib(du_bytes(debs)), "toolkit_unpacked_gib": gib(du_bytes(unpacked))}
 
 
-def run_logged(command: list[str], env: dict, log) -> tuple[int, float, list[str]]:
-    """Run a command with its output to the log and to a list; (rc, seconds, output lines)."""
+def machine_noise(line: str) -> bool:
+    """pip's warnings about this machine's own extra index folders (its pip.conf), not the build's."""
+    return line.startswith("WARNING: Location 'file:///opt/") or line.startswith("make[")
+
+
+def run_logged(command: list[str], env: dict, log) -> tuple[int, float, list[str], list[float]]:
+    """Run a command with its output to the log and to a list; (rc, seconds, output lines,
+    seconds from the start at which each line came)."""
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
     started = time.time()
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines = []
+    lines, times = [], []
     for line in proc.stdout:
         log.write(line)
         lines.append(line.rstrip("\n"))
-    return proc.wait(), round(time.time() - started, 1), lines
+        times.append(round(time.time() - started, 1))
+    return proc.wait(), round(time.time() - started, 1), lines, times
+
+
+def phases(lines: list[str], times: list[float], total: float) -> dict:
+    """Seconds of setup-gpu's steps, from when its progress lines came: the check, the venv
+    with tensorflow[and-cuda], horovod's build, the rest."""
+    marks = {"check": "setup-gpu: nvcc", "tensorflow": "setup-gpu: building horovod",
+             "horovod": "pip install -q -c requirements/constraints.txt -r requirements/horovod.txt"}
+    out, previous = {}, 0.0
+    for name, text in marks.items():
+        at = next((t for line, t in zip(lines, times) if text in line), None)
+        if at is None:
+            break
+        out[f"{name}_seconds"] = round(at - previous, 1)
+        previous = at
+    else:
+        out["rest_seconds"] = round(total - previous, 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = args.parse_args(argv)
     venv = (REPO / args.venv).absolute()
     BUILD.mkdir(exist_ok=True)
-    log_path = BUILD / "gpu_stack_build.log"
+    log_path = BUILD / f"{Path(args.out).stem}.log"
     result: dict = {"benchmark": "gpu_stack_build", "command": " ".join(["python3.11", *sys.argv]),
                     "toolkit": args.toolkit, "pip_cache": "warm" if args.warm else "off",
                     "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
@@ -143,22 +167,23 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             env["CUDA_HOME"] = args.toolkit
         shutil.rmtree(venv, ignore_errors=True)
-        free_before = shutil.disk_usage(REPO).free
-        rc, seconds, lines = run_logged(["make", "setup-gpu", f"VENV_GPU={venv}", f"PY={sys.executable}"],
-                                        env, log)
-        result["setup_gpu"] = {"rc": rc, "seconds": seconds,
-                               "output": [line for line in lines if not line.startswith("make[")],
+        rc, seconds, lines, times = run_logged(
+            ["make", "setup-gpu", f"VENV_GPU={venv}", f"PY={sys.executable}"], env, log)
+        # du, not the free space's change: other work on a shared disk moves that.
+        result["setup_gpu"] = {"rc": rc, "seconds": seconds, **phases(lines, times, seconds),
+                               "output": [line for line in lines if not machine_noise(line)],
                                "venv_gib": gib(du_bytes(venv)),
-                               "disk_used_gib": gib(free_before - shutil.disk_usage(REPO).free)}
+                               "build_dir_gib": gib(du_bytes(BUILD / "setup-gpu"))}
         if rc == 0:
-            rc, seconds, lines = run_logged(["make", "-s", "doctor", "GPU=1", f"VENV_GPU={venv}"], env, log)
+            rc, seconds, lines, _ = run_logged(["make", "-s", "doctor", "GPU=1", f"VENV_GPU={venv}"],
+                                               env, log)
             result["doctor"] = {"rc": rc, "seconds": seconds, "output": lines}
     result["machine"]["utc_end"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     setup = result["setup_gpu"]
-    print(f"make setup-gpu: rc {setup['rc']} in {setup['seconds']} s, venv {setup['venv_gib']} GiB, "
-          f"disk used {setup['disk_used_gib']} GiB; last line: {(setup['output'] or [''])[-1]}")
+    print(f"make setup-gpu: rc {setup['rc']} in {setup['seconds']} s, venv {setup['venv_gib']} GiB; "
+          f"last line: {(setup['output'] or [''])[-1]}")
     if "doctor" in result:
         print("make doctor GPU=1:\n" + "\n".join(result["doctor"]["output"]))
     print(f"wrote {args.out} (log {log_path})")

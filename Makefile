@@ -61,13 +61,18 @@ $(STAMP): $(REQS)
 # it accepts (CUDAHOSTCXX), free disk; a missing one stops make with one line. horovod's build
 # log: build/setup-gpu/horovod-build.log. GPU_CC_LIST=80,90 limits the GPUs compiled for.
 GPU_BUILD := build/setup-gpu
-GPU_CHECK_CMD := if $(PY) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))" 2>/dev/null; then $(PY) lib/starscale/gpustack.py check \
+# $(shell) does not see variables given on make's command line (GNU make < 4.4): pass them on.
+GPU_CHECK_CMD = if $(PY) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))" 2>/dev/null; then \
+	CUDA_HOME="$(CUDA_HOME)" GPU_CUDA13="$(GPU_CUDA13)" GPU_CC_LIST="$(GPU_CC_LIST)" CUDAHOSTCXX="$(CUDAHOSTCXX)" \
+	$(PY) lib/starscale/gpustack.py check \
 	$(VENV_GPU) $(GPU_BUILD) $(GPU_BUILD)/env 2>&1 || echo FAILED; \
 	else echo "make setup-gpu: $(PY) is not a working Python 3.11 (set PY=<python3.11>) FAILED"; fi
+# make -n prints the recipe without the check (which compiles a kernel and may stop make).
+DRY_RUN = $(findstring n,$(firstword -$(MAKEFLAGS)))
 setup-gpu: $(GPU_STAMP)
 
 $(GPU_STAMP): $(GPU_REQS)
-	$(eval GPU_CHECK := $(shell $(GPU_CHECK_CMD)))
+	$(if $(DRY_RUN),,$(eval GPU_CHECK := $(shell $(GPU_CHECK_CMD))))
 	$(if $(filter FAILED,$(GPU_CHECK)),$(error $(filter-out FAILED,$(GPU_CHECK))))
 	@echo "$(GPU_CHECK)"
 	@test -x $(VENV_GPU)/bin/python || $(PY) -m venv $(VENV_GPU)

@@ -169,5 +169,7 @@ def test_make_setup_gpu_stops_with_one_line_before_any_download(tmp_path):
                          cwd=repo, capture_output=True, text=True, timeout=120)
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert out.returncode != 0
-    assert len(lines) == 1 and "no nvcc" in lines[0] and "CUDA_HOME=" in lines[0]
+    assert len(lines) == 1
+    assert f"make setup-gpu: no nvcc, the CUDA compiler horovod's GPU kernels need (CUDA_HOME=" \
+           f"{tmp_path / 'none'} has no bin/nvcc)" in lines[0]
     assert not venv.exists()

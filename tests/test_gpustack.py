@@ -95,6 +95,12 @@ def test_asked_for_gpu_the_nvcc_cannot_build_is_named(tmp_path):
                        tmp_path / "venv", tmp_path / "w")
 
 
+def test_malformed_gpu_list_is_named(tmp_path):
+    toolkit = fake_toolkit(tmp_path / "cuda-12.2", "12.2", HELP_118)
+    with pytest.raises(gpustack.Missing, match=r"GPU_CC_LIST='8\.0,9\.0': compute capabilities without dots"):
+        gpustack.check(env_for(tmp_path, toolkit, GPU_CC_LIST="8.0,9.0"), tmp_path / "venv", tmp_path / "w")
+
+
 def test_too_new_host_compiler_names_the_one_to_install(tmp_path):
     toolkit = fake_toolkit(tmp_path / "cuda-11.8", "11.8", HELP_118)
     fake_bin = tmp_path / "fakebin"

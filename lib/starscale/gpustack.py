@@ -149,6 +149,9 @@ def check(env: dict, venv: Path, workdir: Path) -> dict:
     archs = parse_nvcc_archs(subprocess.run([str(nvcc), "--help"], capture_output=True,
                                             text=True, timeout=60).stdout)
     wanted = env.get("GPU_CC_LIST")
+    if wanted and not re.fullmatch(r"\d+(,\d+)*", wanted):
+        raise Missing(f"make setup-gpu: GPU_CC_LIST={wanted!r}: compute capabilities without dots, "
+                      f"comma-separated (e.g. 80,90)")
     cc_list = ([int(x) for x in wanted.split(",")] if wanted
                else [a for a in WANTED_ARCHS if a in archs])
     if not cc_list or any(a not in archs for a in cc_list):

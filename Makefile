@@ -57,22 +57,37 @@ $(STAMP): $(REQS)
 	@touch $@
 	@echo "setup done: $(VENV)"
 
-# A GPU node: the CUDA TensorFlow build and horovod with NCCL in .venv-gpu (needs nvcc; see
-# docs/install.md). Its own stamp; the CPU `setup` never touches .venv-gpu.
+# A GPU node: the CUDA TensorFlow build and horovod with NCCL in .venv-gpu (docs/install.md).
+# Its own stamp; the CPU `setup` never touches .venv-gpu. The prerequisites are checked first,
+# before the downloads: an nvcc for the CUDA 12.2 stack (CUDA_HOME=<toolkit root>, else nvcc on
+# PATH, else /usr/local/cuda; GPU_CUDA13=1 accepts CUDA 13 for drivers >= 580), a host compiler
+# it accepts (CUDAHOSTCXX), free disk; a missing one stops make with one line. horovod's build
+# log: build/setup-gpu/horovod-build.log. GPU_CC_LIST=80,90 limits the GPUs compiled for.
+GPU_BUILD := build/setup-gpu
+# $(shell) does not see variables given on make's command line (GNU make < 4.4): pass them on.
+GPU_CHECK_CMD = if $(PY) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))" 2>/dev/null; then \
+	CUDA_HOME="$(CUDA_HOME)" GPU_CUDA13="$(GPU_CUDA13)" GPU_CC_LIST="$(GPU_CC_LIST)" CUDAHOSTCXX="$(CUDAHOSTCXX)" \
+	$(PY) lib/starscale/gpustack.py check \
+	$(VENV_GPU) $(GPU_BUILD) $(GPU_BUILD)/env 2>&1 || echo FAILED; \
+	else echo "make setup-gpu: $(PY) is not a working Python 3.11 (set PY=<python3.11>) FAILED"; fi
+# make -n prints the recipe without the check (which compiles a kernel and may stop make).
+DRY_RUN = $(findstring n,$(firstword -$(MAKEFLAGS)))
 setup-gpu: $(GPU_STAMP)
 
 $(GPU_STAMP): $(GPU_REQS)
-	@command -v $(PY) >/dev/null || { echo "make setup-gpu: $(PY) not found (starscale needs Python 3.11)"; exit 1; }
+	$(if $(DRY_RUN),,$(eval GPU_CHECK := $(shell $(GPU_CHECK_CMD))))
+	$(if $(filter FAILED,$(GPU_CHECK)),$(error $(filter-out FAILED,$(GPU_CHECK))))
+	@echo "$(GPU_CHECK)"
 	@test -x $(VENV_GPU)/bin/python || $(PY) -m venv $(VENV_GPU)
 	$(VENV_GPU)/bin/pip install -q pip==24.3.1
 	$(VENV_GPU)/bin/pip install -q -c requirements/constraints.txt -r requirements/gpu.txt -r requirements/dev.txt
-	PATH=$(abspath $(VENV_GPU))/bin:$$PATH $(HOROVOD_ENV) HOROVOD_GPU_OPERATIONS=NCCL \
-		HOROVOD_NCCL_HOME=$$($(VENV_GPU)/bin/python -c "import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) + '/nccl')" 2>/dev/null || echo /usr) \
-		$(VENV_GPU)/bin/pip install --no-build-isolation --no-cache-dir --force-reinstall --no-deps \
-		-r requirements/horovod.txt
+	@echo "setup-gpu: building horovod with CUDA and NCCL (log: $(GPU_BUILD)/horovod-build.log)"
+	@$(VENV_GPU)/bin/python lib/starscale/gpustack.py build-horovod $(VENV_GPU) requirements/horovod.txt \
+		$(GPU_BUILD)/env $(GPU_BUILD)
 	$(VENV_GPU)/bin/pip install -q -c requirements/constraints.txt -r requirements/horovod.txt
 	$(VENV_GPU)/bin/python -c "from importlib.metadata import version as v; print(v('tensorflow'))" \
 		> $(VENV_GPU)/.horovod-built-for
+	cp $(GPU_BUILD)/env $(VENV_GPU)/.horovod-built-with
 	$(VENV_GPU)/bin/pip install -q --no-deps -e .
 	@rm -f $(VENV_GPU)/.setup-gpu-*
 	@touch $@

@@ -12,6 +12,7 @@ import sys
 import traceback
 
 from starscale import console
+from starscale import spark as spark_session
 from starscale.config import load_config
 from starscale.pipeline.runner import STAGES, run_stage
 
@@ -47,6 +48,10 @@ def job_main(stage: str, argv: list[str] | None = None) -> dict:
     """Entry point of jobs/<stage>.py (spark-submit) and of `python -m starscale <stage>`."""
     args = _parser(stage).parse_args(argv)
     console.quiet_native_libraries(args.verbose)      # before anything imports TensorFlow
+    deploy_error = spark_session.cluster_deploy_error(spark_session.submitted_conf())
+    if deploy_error:
+        print(f"starscale {stage}: {deploy_error}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         cfg = load_config(args.conf, args.overrides)
     except ValueError as exc:

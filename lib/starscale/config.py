@@ -626,7 +626,40 @@ def load_config(conf_files: list[str] | None = None, overrides: list[str] | None
         keys, value = parse_set(item)
         _apply_set(data, keys, value, item)
     _spark_conf_strings(data)
-    return _build(Config, data, "")
+    return _executors_for_gpu_ranks(_build(Config, data, ""))
+
+
+def _executors_for_gpu_ranks(cfg: Config) -> Config:
+    """With Spark's GPU scheduling on (spark.task.resource.gpu.amount) and the ranks as Spark
+    tasks, every rank takes one GPU task slot, so the executors must offer exactly
+    train.workers GPUs: on YARN and Kubernetes spark.executor.instances defaults to 2, and ranks
+    past those slots wait out train.start_timeout_s. Left out, spark.executor.instances is
+    derived (train.workers / GPUs per executor); given, it must match."""
+    conf = cfg.spark.conf
+    task_key, executor_key = "spark.task.resource.gpu.amount", "spark.executor.resource.gpu.amount"
+    if task_key not in conf or cfg.train.launcher != "spark":
+        return cfg
+    if conf[task_key] != "1":
+        raise ValueError(f"spark.conf.{task_key}: {conf[task_key]!r}, but each Horovod rank needs a "
+                         f"GPU of its own: set it to \"1\"")
+    gpus = conf.get(executor_key)
+    if gpus is None or not gpus.isdigit() or int(gpus) < 1:
+        raise ValueError(f"spark.conf.{executor_key}: {gpus!r}, but {task_key} asks each task for a "
+                         f"GPU: set the GPUs each executor offers (a whole number >= 1)")
+    workers, per_executor = cfg.train.workers, int(gpus)
+    if workers % per_executor:
+        raise ValueError(f"train.workers: {workers} ranks do not fill executors of {per_executor} "
+                         f"GPUs (spark.conf.{executor_key}): make it a multiple")
+    executors = workers // per_executor
+    given = conf.get("spark.executor.instances")
+    if given is None:
+        spark = dataclasses.replace(cfg.spark, conf={**conf, "spark.executor.instances": str(executors)})
+        return dataclasses.replace(cfg, spark=spark)
+    if given != str(executors):
+        raise ValueError(f"spark.conf.spark.executor.instances: {given!r} executors x {per_executor} "
+                         f"GPU(s) do not match train.workers = {workers} (one GPU per Horovod rank): "
+                         f"set it to {executors}, or leave it out to derive it")
+    return cfg
 
 
 def _spark_conf_strings(data: dict) -> None:

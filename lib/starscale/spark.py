@@ -17,6 +17,31 @@ def executor_python(path: str | None) -> str | None:
     return path
 
 
+def cluster_deploy_error(conf: dict[str, str]) -> str | None:
+    """Why a driver started by spark-submit with this SparkConf cannot run, or None. starscale's
+    jobs run in client deploy mode only: a cluster-mode driver runs on a cluster node, where
+    the --conf overlays (files on the submitting machine, which spark-submit does not ship) and
+    the driver venv's absolute Python path (which the ranks' commands are built from) do not
+    exist. Kubernetes' cluster mode runs spark-submit again inside the driver pod, in client
+    mode, marked by spark.kubernetes.submitInDriver."""
+    if (conf.get("spark.submit.deployMode", "client") == "cluster"
+            or conf.get("spark.kubernetes.submitInDriver", "false") == "true"):
+        return ("cluster deploy mode is not supported: the driver would run on a cluster node, "
+                "without the --conf overlays and the driver's Python; submit with "
+                "--deploy-mode client (docs/cluster.md)")
+    return None
+
+
+def submitted_conf() -> dict[str, str]:
+    """The SparkConf spark-submit gave this driver, read from its JVM; {} when no spark-submit
+    started this process (python -m starscale builds its own session later)."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return {}
+    from pyspark import SparkConf, SparkContext
+    SparkContext._ensure_initialized()      # attaches to spark-submit's JVM (no SparkContext yet)
+    return dict(SparkConf().getAll())
+
+
 LOOPBACK_BIND_ENV = "STARSCALE_HOROVOD_BIND"      # = starscale.loopback.BIND_ENV (no horovod import)
 WORKER_LOG_ENV = "STARSCALE_WORKER_LOG"           # = starscale.worker.LOG_ENV
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -233,4 +234,25 @@ def stack_report() -> dict:
                       horovod_cuda=bool(hvd.cuda_built()))
     except ImportError as exc:
         report.update(horovod_error=str(exc))
+    if report.get("horovod_nccl"):
+        report["nccl"] = loaded_nccl()
+    built_with = Path(sys.prefix) / ".horovod-built-with"     # make setup-gpu's build settings
+    if built_with.exists():
+        report["horovod_built_with"] = dict(line.split("=", 1) for line in
+                                            built_with.read_text().splitlines() if "=" in line)
     return report
+
+
+def loaded_nccl() -> dict:
+    """The libnccl this process loaded (horovod's NCCL build links it) and its version, read
+    through ncclGetVersion, which needs no GPU."""
+    import ctypes
+    paths = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+             if "/libnccl.so" in line}
+    if not paths:
+        return {"library": None}
+    path = sorted(paths)[0]
+    code = ctypes.c_int()
+    ctypes.CDLL(path).ncclGetVersion(ctypes.byref(code))
+    major, rest = divmod(code.value, 10000) if code.value >= 10000 else divmod(code.value, 1000)
+    return {"library": path, "version": f"{major}.{rest // 100}.{rest % 100}"}

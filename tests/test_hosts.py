@@ -142,6 +142,7 @@ def _files_containing(roots: list[Path], needle: bytes) -> list[str]:
 
 # --------------------------------------------------------------------------- 1. the whole path
 @pytest.mark.slow
+@pytest.mark.timeout(2400)       # ≈ 15 min on the shared 2-core machine, archive packing included
 @NEEDS_ROOT
 def test_full_data_train_on_separate_hosts_with_gpu_drill(hosts_cluster, env_archive, tmp_path):
     cfg, url = hosts_cluster
@@ -184,6 +185,7 @@ def test_full_data_train_on_separate_hosts_with_gpu_drill(hosts_cluster, env_arc
 
 # --------------------------------------------------------------------------- 2. a host lost
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 @NEEDS_ROOT
 def test_a_worker_host_lost_during_training(hosts_cluster, env_archive, tmp_path):
     """Kill every process of the host running rank 1 once rank 0 has checkpointed an epoch."""

@@ -437,7 +437,7 @@ def test_cluster_up_authenticates_with_a_0600_secret_never_in_argv(tmp_path, mon
     started = []
     monkeypatch.setattr(cluster, "_start", lambda name, args, run_dir, env:
                         started.append((name, args, env)) or 0)
-    monkeypatch.setattr(cluster, "_wait_for", lambda *a, **k: None)
+    monkeypatch.setattr(cluster, "wait_for", lambda *a, **k: None)
     monkeypatch.setattr(cluster, "_wait_registered", lambda *a, **k: None)
     monkeypatch.setattr(cluster, "_port_open", lambda host, port: False)
     cfg = load_config(None, [f"cluster.run_dir={tmp_path}", "cluster.workers=2"]).cluster

@@ -88,7 +88,7 @@ def _start(name: str, args: list[str], run_dir: Path, env: dict[str, str]) -> in
     return proc.pid
 
 
-def _wait_for(predicate, timeout_s: int, what: str, log: Path) -> None:
+def wait_for(predicate, timeout_s: int, what: str, log: Path) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if predicate():
@@ -114,7 +114,7 @@ def up(cfg: ClusterConfig) -> str:
                       "--port", str(cfg.master_port), "--webui-port", str(cfg.master_webui_port),
                       "--properties-file", str(auth)],
            run_dir, env)
-    _wait_for(lambda: _port_open(cfg.host, cfg.master_port), cfg.start_timeout_s, "master",
+    wait_for(lambda: _port_open(cfg.host, cfg.master_port), cfg.start_timeout_s, "master",
               run_dir / "logs" / "master.log")
     for i in range(cfg.workers):
         _start_worker(cfg, i, run_dir, env)
@@ -136,7 +136,7 @@ def _start_worker(cfg: ClusterConfig, index: int, run_dir: Path, env: dict[str, 
 def _wait_registered(cfg: ClusterConfig, index: int, run_dir: Path, log_offset: int) -> None:
     """Wait for worker `index` to log its registration (after byte log_offset of its log)."""
     log = run_dir / "logs" / f"worker-{index}.log"
-    _wait_for(lambda: log.exists() and b"Successfully registered with master" in log.read_bytes()[log_offset:],
+    wait_for(lambda: log.exists() and b"Successfully registered with master" in log.read_bytes()[log_offset:],
               cfg.start_timeout_s, f"worker-{index}", log)
 
 
@@ -231,29 +231,40 @@ def down(run_dir_str: str, timeout_s: int = 20) -> list[str]:
     return sorted(running)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m starscale.cluster")
+def parse_cli(prog: str, argv: list[str] | None) -> tuple[str, ClusterConfig]:
+    """`prog up|down|status [--conf FILE] [--set KEY=VALUE]` → (action, the cluster section)."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--conf", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.conf, args.overrides).cluster
-        if args.action == "up":
+        return args.action, load_config(args.conf, args.overrides).cluster
+    except ValueError as exc:
+        cli_error(args.action, exc)
+
+
+def cli_error(action: str, exc: Exception) -> None:
+    """One line on stderr, exit 1."""
+    print(f"starscale cluster {action}: {exc}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    action, cfg = parse_cli("python -m starscale.cluster", argv)
+    try:
+        if action == "up":
             print(f"cluster up: {up(cfg)} (logs and pids under {Path(cfg.run_dir).resolve()}); "
                   f"authentication on: submit with SPARK_CONF_DIR={auth_file(cfg.run_dir).parent}")
-            return
+        elif action == "down":
+            stopped = down(cfg.run_dir)
+            print(f"cluster down: stopped {', '.join(stopped) or 'nothing (none running)'}")
+        else:
+            running = _running(Path(cfg.run_dir).resolve())
+            print("\n".join(f"{name}: pid {pid}" for name, pid in running.items())
+                  or "not running")
     except (ValueError, RuntimeError) as exc:
-        print(f"starscale cluster {args.action}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    if args.action == "up":
-        return
-    if args.action == "down":
-        stopped = down(cfg.run_dir)
-        print(f"cluster down: stopped {', '.join(stopped) or 'nothing (none running)'}")
-    else:
-        running = _running(Path(cfg.run_dir).resolve())
-        print("\n".join(f"{name}: pid {pid}" for name, pid in running.items()) or "not running")
+        cli_error(action, exc)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ the prefix, with or without the state `up` left (also after a killed run).
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import os
@@ -41,7 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from starscale.config import ClusterConfig, load_config
+from starscale import cluster
+from starscale.config import ClusterConfig
 
 MASTER = "master"
 MASTER_PORT = 7077
@@ -279,16 +279,6 @@ def _start_host(cfg: ClusterConfig, hosts_dir: Path, host: Host, master: str,
     return _spawn(host, script_text, host_dir / "logs" / f"{host.name}.log")
 
 
-def _wait_for(predicate, timeout_s: float, what: str, log: Path) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-    raise RuntimeError(f"{what} not up after {timeout_s}s; log {log}:\n{tail}")
-
-
 def _registered(log: Path, offset: int = 0) -> bool:
     return log.exists() and b"Successfully registered with master" in log.read_bytes()[offset:]
 
@@ -328,7 +318,6 @@ def up(cfg: ClusterConfig) -> str:
         (hosts_dir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(hosts_dir / "conf", 0o700)
     (hosts_dir / "image" / "hosts").write_text(hosts_file_text(driver_ip, hosts))
-    from starscale import cluster
     secret = cluster.write_auth_file(hosts_dir)          # <hosts_dir>/conf/spark-defaults.conf
     secret_lines = secret.read_text()
     state = {"prefix": cfg.prefix, "subnet": cfg.subnet, "driver": driver_ip,
@@ -340,13 +329,13 @@ def up(cfg: ClusterConfig) -> str:
         state["pids"][MASTER] = _start_host(cfg, hosts_dir, hosts[0], url, secret_lines)
         _save_state(hosts_dir, state)
         master_log = _host_dir(hosts_dir, hosts[0]) / "logs" / f"{MASTER}.log"
-        _wait_for(lambda: _master_up(master_log), cfg.start_timeout_s, "master", master_log)
+        cluster.wait_for(lambda: _master_up(master_log), cfg.start_timeout_s, "master", master_log)
         for host in hosts[1:]:
             state["pids"][host.name] = _start_host(cfg, hosts_dir, host, url, secret_lines)
         _save_state(hosts_dir, state)
         for host in hosts[1:]:
             log = _host_dir(hosts_dir, host) / "logs" / f"{host.name}.log"
-            _wait_for(lambda: _registered(log), cfg.start_timeout_s, f"worker host {host.name}", log)
+            cluster.wait_for(lambda: _registered(log), cfg.start_timeout_s, f"worker host {host.name}", log)
         _write_overlay(cfg, hosts_dir, driver_ip)
     except BaseException:
         down(cfg)
@@ -385,7 +374,7 @@ def start_worker_host(cfg: ClusterConfig, name: str) -> int:
     offset = log.stat().st_size if log.exists() else 0
     secret_lines = (hosts_dir / "conf" / DEFAULTS_FILE).read_text()
     pid = _start_host(cfg, hosts_dir, host, master_url(cfg), secret_lines)
-    _wait_for(lambda: _registered(log, offset), cfg.start_timeout_s, f"worker host {name}", log)
+    cluster.wait_for(lambda: _registered(log, offset), cfg.start_timeout_s, f"worker host {name}", log)
     return pid
 
 
@@ -429,28 +418,22 @@ def status(cfg: ClusterConfig) -> dict[str, list[int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m starscale.hosts")
-    parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--conf", action="append", default=[])
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
-    args = parser.parse_args(argv)
+    action, cfg = cluster.parse_cli("python -m starscale.hosts", argv)
     try:
-        cfg = load_config(args.conf, args.overrides).cluster
-        if args.action == "up":
+        if action == "up":
             url = up(cfg)
             conf_dir = Path(cfg.hosts_dir).resolve() / "conf"
             print(f"cluster up: {url}, {cfg.hosts - 1} worker hosts on {cfg.subnet} "
                   f"(interface {nic(cfg)}); submit with SPARK_CONF_DIR={conf_dir} and "
                   f"--conf {conf_dir / OVERLAY_FILE}")
-        elif args.action == "down":
+        elif action == "down":
             stopped = down(cfg)
             print(f"cluster down: removed {', '.join(stopped) or 'nothing (none up)'}")
         else:
             print("\n".join(f"{ns}: pids {pids}" for ns, pids in status(cfg).items())
                   or "not running")
     except (ValueError, RuntimeError) as exc:
-        print(f"starscale cluster {args.action}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        cluster.cli_error(action, exc)
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ def full_data_train(cfg, url: str, archive: Path, dist: Path, conf: list[str], s
     """`make full-data-train` against the hosts (client mode: the driver on this machine)."""
     conf_dir = Path(cfg.hosts_dir) / "conf"
     args = " ".join(f"--set '{s}'" for s in sets)
+    overlays = [str(conf_dir / "hosts.yaml"), *([str(conf_dir / "hosts-gpus.yaml")] if drill else [])]
     command = ["make", "-s", "full-data-train", f"SPARK_MASTER={url}",
-               f"CONF={' '.join([*conf, str(conf_dir / 'hosts.yaml')])}",
+               f"CONF={' '.join([*conf, *overlays])}",
                f"DIST={dist}", f"PACKAGE_BUILD={dist / 'build'}", f"ENV_ARCHIVE={archive}",
                f"ARGS={args}", *(["GPU_DRILL=1"] if drill else [])]
     run_env = {**os.environ, "SPARK_CONF_DIR": str(conf_dir), **(env or {})}

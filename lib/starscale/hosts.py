@@ -22,8 +22,9 @@ Worker hosts offer cluster.gpus_per_host fake GPUs through a discovery script pr
 documented JSON ({"name": "gpu", "addresses": [...]}), for drilling GPU scheduling on CPUs.
 
 `up` writes the cluster's secret (spark.authenticate) into <hosts_dir>/conf/spark-defaults.conf
-(0600) and the driver's overlay <hosts_dir>/conf/hosts.yaml; submit with
-SPARK_CONF_DIR=<hosts_dir>/conf and --conf <hosts_dir>/conf/hosts.yaml. `down` kills every
+(0600) and the driver's overlay <hosts_dir>/conf/hosts.yaml (plus hosts-gpus.yaml, to follow
+conf/gpu.yaml, when the hosts have fake GPUs); submit with SPARK_CONF_DIR=<hosts_dir>/conf and
+--conf <hosts_dir>/conf/hosts.yaml. `down` kills every
 process in the cluster's namespaces and removes every namespace, veth and bridge named with
 the prefix, with or without the state `up` left (also after a killed run).
 """
@@ -47,6 +48,7 @@ MASTER = "master"
 MASTER_PORT = 7077
 STATE_FILE = "hosts.json"
 OVERLAY_FILE = "hosts.yaml"
+GPU_OVERLAY_FILE = "hosts-gpus.yaml"
 DEFAULTS_FILE = "spark-defaults.conf"
 
 
@@ -292,16 +294,21 @@ def _write_overlay(cfg: ClusterConfig, hosts_dir: Path, driver_ip: str) -> Path:
     /24, Horovod's interface and the fake GPUs' script for executors."""
     import yaml
     conf = {"spark.driver.host": driver_ip, "spark.driver.bindAddress": driver_ip,
-            "spark.ui.enabled": "false",
-            "spark.executorEnv.STARSCALE_HOST_NIC": nic(cfg)}
-    if cfg.gpus_per_host:
-        conf["spark.executor.resource.gpu.discoveryScript"] = str(hosts_dir / "image" / "fake-gpus.sh")
+            "spark.ui.enabled": "false"}
     overlay = {"run": {"output_dir": str(hosts_dir / "shared" / "out")},
                "spark": {"conf": conf},
                "train": {"nics": [nic(cfg)], "bind_host": f"iface:{nic(cfg)}"}}
     path = hosts_dir / "conf" / OVERLAY_FILE
     path.write_text("# written by `starscale.hosts up`: the driver's side of this cluster\n"
                     + yaml.safe_dump(overlay, sort_keys=False))
+    if cfg.gpus_per_host:
+        # after conf/gpu.yaml only (any spark.executor.resource.gpu.* key makes Spark ask for
+        # a GPU amount): its discovery script (nvidia-smi) → the fake GPUs' script
+        gpus = {"spark": {"conf": {"spark.executor.resource.gpu.discoveryScript":
+                                   str(hosts_dir / "image" / "fake-gpus.sh")}}}
+        (hosts_dir / "conf" / GPU_OVERLAY_FILE).write_text(
+            "# written by `starscale.hosts up`: after conf/gpu.yaml, the fake GPUs\n"
+            + yaml.safe_dump(gpus, sort_keys=False))
     return path
 
 

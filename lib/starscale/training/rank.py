@@ -208,6 +208,8 @@ def setup_devices(args: RankArgs) -> tuple[int, int]:
     # Horovod: one process per worker; ranks talk over Gloo (NCCL for GPU allreduce when built).
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+    # Horovod: GPU gradients go through NCCL; a build without it would copy them via the host.
+    devices.check_nccl(args.train.use_gpu, hvd.nccl_built(), f"rank {rank}/{size}")
     # Horovod: one GPU per process, the one Spark gave this rank's task (horovod.spark.run), else
     # the local rank's (horovodrun); no GPU visible when train.use_gpu is off.
     devices.pin_gpu(args.train.use_gpu, local_rank, f"rank {rank}/{size}")

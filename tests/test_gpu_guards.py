@@ -1,0 +1,110 @@
+"""The GPU path's fail-fast checks, on CPU: each refuses with one line naming the rank.
+
+NCCL missing from Horovod, the CUDA libraries TF could not load (TF says so only in a warning the
+executors' log level hides), a GPU that cannot be pinned any more, and bench/gpu_check.py's two
+ranks on one GPU (no NCCL collective then).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+def test_check_nccl_refuses_a_build_without_it_only_with_use_gpu():
+    from starscale.training.devices import check_nccl
+    check_nccl(False, False, "rank 0/2")
+    check_nccl(True, True, "rank 0/2")
+    with pytest.raises(ValueError, match=r"^rank 1/2: train.use_gpu is true but Horovod was "
+                                         r"built without NCCL .*make setup-gpu"):
+        check_nccl(True, False, "rank 1/2")
+
+
+def test_a_rank_with_use_gpu_stops_at_horovods_missing_nccl_first():
+    """setup_devices on this machine's Horovod (built without NCCL): the rank's first error is
+    NCCL's, before any GPU is looked for. A child process: hvd.init in one process, size 1."""
+    code = (
+        "import types\n"
+        "from starscale.training import rank\n"
+        "args = types.SimpleNamespace(train=types.SimpleNamespace(use_gpu=True), seed=1,\n"
+        "                             lstm=types.SimpleNamespace(deterministic=False))\n"
+        "try:\n"
+        "    rank.setup_devices(args)\n"
+        "except ValueError as exc:\n"
+        "    print('ERROR', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("ERROR")), out.stderr[-2000:])
+    assert line.startswith("ERROR rank 0/1: train.use_gpu is true but Horovod was built without NCCL")
+
+
+def test_library_names_follow_the_tensorflow_build():
+    from starscale.training.devices import cuda_library_names
+    assert cuda_library_names("12.2", "8") == [
+        "libcuda.so.1", "libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12",
+        "libcufft.so.11", "libcusolver.so.11", "libcusparse.so.12", "libcudnn.so.8"]
+
+
+def test_library_problems_name_each_file_that_does_not_load(tmp_path):
+    from starscale.training.devices import gpu_library_problems
+    wheel = tmp_path / "nvidia" / "cudnn" / "lib"
+    wheel.mkdir(parents=True)
+    (wheel / "libcudnn.so.8").write_bytes(b"")
+    loadable = {"libcuda.so.1", str(wheel / "libcudnn.so.8")}
+
+    def dlopen(path):
+        if path not in loadable:
+            raise OSError(f"{path}: cannot open shared object file: No such file or directory")
+
+    names = ["libcuda.so.1", "libcudart.so.12", "libcudnn.so.8"]
+    assert gpu_library_problems(names, dlopen, [str(wheel)]) == [
+        "libcudart.so.12: libcudart.so.12: cannot open shared object file: No such file or "
+        "directory"]
+    assert gpu_library_problems(names, dlopen, []) == [
+        "libcudart.so.12: libcudart.so.12: cannot open shared object file: No such file or "
+        "directory",
+        "libcudnn.so.8: libcudnn.so.8: cannot open shared object file: No such file or directory"]
+
+
+def test_pin_gpu_without_a_gpu_names_the_rank_and_the_reason():
+    from starscale.training import devices
+    with pytest.raises(ValueError, match=r"^rank 3/4: train.use_gpu is true but TensorFlow sees "
+                                         r"no GPU in this process: TensorFlow .* is a CPU build"):
+        devices.pin_gpu(True, 0, "rank 3/4")             # this machine's tensorflow-cpu
+
+
+def _fake_gpus(monkeypatch, visible_after: list):
+    """TF with two GPUs that was initialised already: changing devices raises RuntimeError."""
+    import tensorflow as tf
+    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
+
+    def refuse(*_a, **_k):
+        raise RuntimeError("Visible devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus)
+    monkeypatch.setattr(tf.config, "set_visible_devices", refuse)
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", refuse)
+    monkeypatch.setattr(tf.config, "get_visible_devices",
+                        lambda kind=None: [gpus[i] for i in visible_after])
+
+
+def test_pin_gpu_refuses_a_gpu_it_could_not_pin(monkeypatch):
+    from starscale.training import devices
+    monkeypatch.setattr(devices, "spark_task_gpus", lambda: ["1"])
+    _fake_gpus(monkeypatch, visible_after=[0, 1])        # both still visible
+    with pytest.raises(ValueError, match=r"^rank 1/2: cannot make GPU 1 \(spark task resources, "
+                                         r"Spark address 1\) its only GPU: TensorFlow was "
+                                         r"initialised in this process before"):
+        devices.pin_gpu(True, 0, "rank 1/2")
+
+
+def test_pin_gpu_accepts_visibility_that_is_already_right(monkeypatch, capsys):
+    from starscale.training import devices
+    monkeypatch.setattr(devices, "spark_task_gpus", lambda: ["1"])
+    _fake_gpus(monkeypatch, visible_after=[1])
+    assert devices.pin_gpu(True, 0, "rank 1/2").index == 1
+    assert "rank 1/2 on GPU 1" in capsys.readouterr().err

@@ -1,8 +1,9 @@
-"""The GPU path's fail-fast checks, on CPU: each refuses with one line naming the rank.
+"""A GPU rank's setup, checked on CPU: the fail-fast checks and the learning rate.
 
-NCCL missing from Horovod, the CUDA libraries TF could not load (TF says so only in a warning the
-executors' log level hides), a GPU that cannot be pinned any more, and bench/gpu_check.py's two
-ranks on one GPU (no NCCL collective then).
+Each check refuses with one line naming the rank: NCCL missing from Horovod, the CUDA libraries
+TF could not load (TF says so only in a warning the executors' log level hides), a GPU that cannot
+be pinned any more. The learning rate: one scaling rule, and a warmup that never reads the rate
+back from the device.
 """
 from __future__ import annotations
 
@@ -108,3 +109,61 @@ def test_pin_gpu_accepts_visibility_that_is_already_right(monkeypatch, capsys):
     _fake_gpus(monkeypatch, visible_after=[1])
     assert devices.pin_gpu(True, 0, "rank 1/2").index == 1
     assert "rank 1/2 on GPU 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- learning rate
+def test_one_scaling_rule_square_root_of_the_effective_batch():
+    from starscale.training.rank import scaled_learning_rate
+    assert scaled_learning_rate(1e-3, 128, 2048, True) == pytest.approx(4e-3)       # 4 GPUs × 512
+    assert scaled_learning_rate(1e-3, 128, 256, True) == pytest.approx(1e-3 * 2 ** 0.5)
+    assert scaled_learning_rate(1e-3, 128, 128, True) == pytest.approx(1e-3)
+    assert scaled_learning_rate(1e-3, 128, 2048, False) == 1e-3
+
+
+def test_gpu_overlay_trains_a_small_cell_about_as_many_rows_as_the_cpu_run():
+    """conf/gpu.yaml's min_steps at its effective batch (512 × 4) asks for the rows base's 2000
+    steps of 2 × 128 do, not 8 times more: ≈ 10 epochs of a 50k cell, not 80."""
+    from starscale.config import load_config
+    from starscale.training.rank import planned_epochs, scaled_learning_rate
+    base = load_config([str(REPO / "conf" / "base.yaml")])
+    gpu = load_config([str(REPO / "conf" / "cluster.yaml"), str(REPO / "conf" / "gpu.yaml")])
+    effective = gpu.lstm.batch_size * gpu.train.workers
+    assert effective == 2048
+    base_rows = base.lstm.min_steps * base.lstm.batch_size * base.train.workers
+    assert base_rows <= gpu.lstm.min_steps * effective < 1.1 * base_rows
+    assert planned_epochs(gpu.lstm.epochs, gpu.lstm.min_steps, 50_000 // effective) == 11
+    assert scaled_learning_rate(gpu.lstm.learning_rate, gpu.lstm.learning_rate_batch, effective,
+                                gpu.train.scale_lr) == pytest.approx(4e-3)
+
+
+class _WriteOnlyRate:
+    """An optimizer's learning-rate variable that records assignments and fails on any read."""
+
+    def __init__(self):
+        self.assigned: list[float] = []
+
+    def assign(self, value):
+        self.assigned.append(float(value))
+
+    def _read(self, *_a, **_k):
+        pytest.fail("the warmup read the learning rate back (a device-to-host sync)")
+
+    numpy = __float__ = __array__ = read_value = value = _read
+
+
+def test_warmup_sets_the_rate_from_python_without_reading_it():
+    import types
+    from starscale.training.callbacks import WarmupLR
+    rate = _WriteOnlyRate()
+    warmup = WarmupLR(1e-3, 4e-3, warmup_epochs=1, steps_per_epoch=4)
+    warmup.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(learning_rate=rate)))
+    logs = []
+    for epoch in range(2):
+        warmup.on_epoch_begin(epoch)
+        for batch in range(4):
+            warmup.on_train_batch_begin(batch)
+        logs.append({})
+        warmup.on_epoch_end(epoch, logs[-1])
+    # epoch 0: a straight line from 1e-3 to 4e-3 at its last batch; epoch 1: 4e-3, set once
+    assert rate.assigned == pytest.approx([1.75e-3, 2.5e-3, 3.25e-3, 4e-3, 4e-3])
+    assert [entry["lr"] for entry in logs] == pytest.approx([4e-3, 4e-3])

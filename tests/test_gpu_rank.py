@@ -167,3 +167,19 @@ def test_warmup_sets_the_rate_from_python_without_reading_it():
     # epoch 0: a straight line from 1e-3 to 4e-3 at its last batch; epoch 1: 4e-3, set once
     assert rate.assigned == pytest.approx([1.75e-3, 2.5e-3, 3.25e-3, 4e-3, 4e-3])
     assert [entry["lr"] for entry in logs] == pytest.approx([4e-3, 4e-3])
+
+
+# --------------------------------------------------------------------------- bench/gpu_check.py
+def test_gpu_check_keeps_two_ranks_on_one_gpu_off_nccl():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    shared = gpu_check.collectives(gpus=1, local_size=2, force_cpu=False, nccl_built=True)
+    assert shared["shared_gpu"] and shared["collectives"] == "host (gloo)"
+    assert "2 ranks share 1 GPU(s)" in shared["note"] and "broadcast" in shared["note"]
+    assert gpu_check.collectives(2, 2, False, True) == {"shared_gpu": False,
+                                                        "collectives": "nccl", "note": ""}
+    assert gpu_check.collectives(1, 2, True, True)["collectives"] == "host (gloo)"   # --force-cpu
+    assert not gpu_check.collectives(1, 2, True, True)["shared_gpu"]

@@ -167,7 +167,8 @@ def _read_table_batches(files: list[str], fs, chunk_rows: int, order: np.ndarray
                    if with_ids else None,
                    batch.column("label").to_numpy(zero_copy_only=False).astype(np.int64),
                    batch.column("weight").to_numpy(zero_copy_only=False).astype(np.float32),
-                   flat.astype(np.int32).reshape(n, -1) if n else np.zeros((0, 0), np.int32))
+                   flat.astype(np.int32, copy=False).reshape(n, -1) if n
+                   else np.zeros((0, 0), np.int32))
 
 
 def split_chunks(seq_dir: str, split: str, chunk_rows: int) -> Iterator[tuple]:

@@ -46,8 +46,10 @@ def test_a_rank_with_use_gpu_stops_at_horovods_missing_nccl_first():
 def test_library_names_follow_the_tensorflow_build():
     from starscale.training.devices import cuda_library_names
     assert cuda_library_names("12.2", "8") == [
-        "libcuda.so.1", "libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12",
-        "libcufft.so.11", "libcusolver.so.11", "libcusparse.so.12", "libcudnn.so.8"]
+        "libcuda.so.1", "libcudart.so.12", "libcublasLt.so.12", "libcublas.so.12",
+        "libnvJitLink.so.12", "libcufft.so.11", "libcusparse.so.12", "libcusolver.so.11",
+        "libcudnn.so.8"]
+    assert "libnvJitLink.so.11" not in cuda_library_names("11.8", "8")
 
 
 def test_library_problems_name_each_file_that_does_not_load(tmp_path):

@@ -139,8 +139,11 @@ def check_nccl(use_gpu: bool, nccl_built: bool, where: str) -> None:
 
 # --------------------------------------------------------------------------- no GPU: why
 # The libraries TF's GPU device loads at start (tsl/platform/default/dso_loader.cc), as
-# lib<name>.so.<version>: the version is the CUDA major for most, other series for two.
-CUDA_LIBRARIES = ("cudart", "cublas", "cublasLt", "cufft", "cusolver", "cusparse", "cudnn")
+# lib<name>.so.<version>: the version is the CUDA major for most, other series for two. In
+# dependency order (each loaded globally, so the next finds what it needs already loaded), with
+# nvJitLink, which CUDA 12's cusparse and cusolver need.
+CUDA_LIBRARIES = ("cudart", "cublasLt", "cublas", "nvJitLink", "cufft", "cusparse", "cusolver",
+                  "cudnn")
 OTHER_SERIES = {"12": {"cufft": "11", "cusolver": "11"}, "11": {"cufft": "10", "cusolver": "11"}}
 
 
@@ -150,7 +153,8 @@ def cuda_library_names(cuda_version: str, cudnn_version: str) -> list[str]:
     major = str(cuda_version).split(".")[0]
     series = {**{n: major for n in CUDA_LIBRARIES}, **OTHER_SERIES.get(major, {}),
               "cudnn": str(cudnn_version).split(".")[0]}
-    return ["libcuda.so.1"] + [f"lib{n}.so.{series[n]}" for n in CUDA_LIBRARIES]
+    return ["libcuda.so.1"] + [f"lib{n}.so.{series[n]}" for n in CUDA_LIBRARIES
+                               if n != "nvJitLink" or major == "12"]
 
 
 def gpu_library_problems(names: list[str], dlopen, search_dirs: list[str]) -> list[str]:
@@ -186,7 +190,7 @@ def no_gpu_reason() -> str:
                      for d in glob.glob(os.path.join(p, "nvidia", "*", "lib"))})
     problems = gpu_library_problems(
         cuda_library_names(info.get("cuda_version", ""), info.get("cudnn_version", "")),
-        ctypes.CDLL, wheels)
+        lambda path: ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL), wheels)
     if problems:
         return ("these GPU libraries do not load: " + "; ".join(problems)
                 + f" (LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH', '')!r})")

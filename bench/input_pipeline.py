@@ -150,23 +150,29 @@ def feed_main(args) -> dict:
                                        shards=2, files_per_shard=4, vocab_size=20_000,
                                        max_len=max_len)
     cores = sorted(os.sched_getaffinity(0))
+    runs: dict[str, list[dict]] = {case[0]: [] for case in FEED_CASES}
+    for i in range(args.repeats):                   # the cases alternate: the same load for each
+        for case, prefetch, with_ids, consumer in FEED_CASES:
+            runs[case].append(feed_rate(
+                root, rows=rows, max_len=max_len, batch_size=batch_size, batches=batches,
+                shuffle_buffer=shuffle_buffer, prefetch=prefetch, with_ids=with_ids,
+                consumer=consumer))
+            print(f"  run {i + 1}, {case}: {runs[case][-1]['samples_per_s']:,.0f}/s wall, "
+                  f"{runs[case][-1]['samples_per_cpu_s']:,.0f} per CPU-s", flush=True)
     results = []
     for case, prefetch, with_ids, consumer in FEED_CASES:
-        runs = [feed_rate(root, rows=rows, max_len=max_len, batch_size=batch_size, batches=batches,
-                          shuffle_buffer=shuffle_buffer, prefetch=prefetch, with_ids=with_ids,
-                          consumer=consumer) for _ in range(args.repeats)]
         row = {"case": case, "consumer": "Keras model.fit" if consumer == "fit"
                else "compiled step", "prefetch": "AUTOTUNE" if prefetch is None else prefetch,
                "review_ids": with_ids}
         for key in ("samples_per_s", "samples_per_cpu_s"):
-            row[key] = round(common.median([r[key] for r in runs]), 1)
-            row[key.replace("samples", "runs")] = [round(r[key], 1) for r in runs]
+            row[key] = round(common.median([r[key] for r in runs[case]]), 1)
+            row[key.replace("samples", "runs")] = [round(r[key], 1) for r in runs[case]]
+        # CPU seconds per wall second: < 1 when other processes shared the core
+        row["cpu_share"] = round(row["samples_per_s"] / row["samples_per_cpu_s"], 2)
         results.append(row)
-        print(f"  {case}: {row['samples_per_s']:,.0f}/s wall, {row['samples_per_cpu_s']:,.0f} "
-              f"per CPU-s", flush=True)
     shown = [{**r, "review_ids": "yes" if r["review_ids"] else "no"} for r in results]
     common.print_table(shown, ["case", "consumer", "prefetch", "review_ids", "samples_per_s",
-                                 "samples_per_cpu_s"],
+                                 "samples_per_cpu_s", "cpu_share"],
                        f"input → trivial step, batch {batch_size}, cores {cores}, median of "
                        f"{args.repeats}")
     rank = results[0]

@@ -188,11 +188,12 @@ def machine() -> dict:
 
 
 def write_report(args: argparse.Namespace, name: str, results: list[dict], extra: dict | None = None,
-                 started_machine: dict | None = None) -> dict:
-    """Write the JSON report (results + machine at start and end + the command) and return it."""
+                 started_machine: dict | None = None, script: str | None = None) -> dict:
+    """Write the JSON report (results + machine at start and end + the command) and return it.
+    script: the bench script's name when it is not the report's name."""
     report = {
         "benchmark": name, "quick": bool(args.quick), "repeats": args.repeats,
-        "command": "python " + " ".join([f"bench/{name}.py", *sys.argv[1:]]),
+        "command": "python " + " ".join([f"bench/{script or name}.py", *sys.argv[1:]]),
         "machine_start": started_machine or machine(), "machine_end": machine(),
         "results": results, **(extra or {}),
     }

@@ -8,8 +8,9 @@ Under 5 minutes on one GPU, no network. In order:
      precision; samples/s after the first batch, whether cuDNN ran, and one 9M-row epoch projected.
   b. two Horovod ranks through horovod.spark.run under local Spark (local[2]), sharing the GPU(s):
      a short epoch each, gradients allreduced (sparse_as_dense); both ranks must end with the same
-     weights. NCCL refuses two ranks on one GPU, so with fewer GPUs than ranks the allreduce goes
-     through host memory (device_dense=/cpu:0); with one GPU per rank it is NCCL's.
+     weights. NCCL refuses two ranks on one GPU, so with fewer GPUs than ranks every collective
+     goes through host memory (Gloo): the allreduce (device_dense=/cpu:0) and the broadcast of
+     rank 0's weights (host copies), and the check says so; with one GPU per rank both are NCCL's.
   c. this process (the Spark driver) hid its GPUs (training.devices.hide_gpus_in_driver) before
      its first TF use: nvidia-smi must list no GPU memory for its PID, and TF here no GPU device.
 Prints one table and writes docs/bench/gpu_check.json (docs/benchmarks.md section 8).
@@ -71,6 +72,29 @@ def throughput(rows: int, batches: list[int], tiny: bool) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- b. two ranks
+def collectives(gpus: int, local_size: int, force_cpu: bool, nccl_built: bool) -> dict:
+    """How part b's ranks on one host exchange tensors: with GPUs in use but fewer than the ranks,
+    two ranks share a GPU, which NCCL refuses (a communicator cannot hold one device twice), so
+    every collective goes through host memory. → {"shared_gpu", "collectives", "note"}."""
+    on_gpu = gpus > 0 and not force_cpu
+    shared = on_gpu and gpus < local_size
+    way = "host (gloo)" if shared or not on_gpu else ("nccl" if nccl_built else "gloo")
+    note = (f"{local_size} ranks share {gpus} GPU(s) on this host: NCCL refuses two ranks on one "
+            f"GPU, so the allreduce and the weights' broadcast go through host memory (Gloo)"
+            if shared else "")
+    return {"shared_gpu": shared, "collectives": way, "note": note}
+
+
+def broadcast_on_host(variables, root_rank: int) -> None:
+    """rank root_rank's values into variables, copied through host memory (Gloo), never NCCL."""
+    import tensorflow as tf
+    import horovod.tensorflow as hvd_tf
+    with tf.device("/cpu:0"):
+        for i, var in enumerate(variables):
+            var.assign(hvd_tf.broadcast(tf.constant(var.numpy()), root_rank,
+                                        name=f"gpu_check.var{i}"))
+
+
 def rank_fn(spec: dict) -> dict:
     """One Horovod rank (a Spark task's child): the LSTM on synthetic rows for spec['steps']
     steps; returns its device, samples/s and a weights checksum. Module level: Horovod pickles
@@ -89,7 +113,10 @@ def rank_fn(spec: dict) -> dict:
         tf.config.set_visible_devices(gpu, "GPU")
     elif gpus:
         tf.config.set_visible_devices([], "GPU")
-    shared = 0 < len(gpus) < hvd.local_size()
+    way = collectives(len(gpus), hvd.local_size(), spec["force_cpu"], bool(hvd.nccl_built()))
+    if way["note"] and hvd.local_rank() == 0:
+        print(f"gpu-check b: {way['note']}", file=sys.stderr, flush=True)
+    shared = way["shared_gpu"]
     tf.keras.utils.set_random_seed(spec["seed"])
     rows = spec["batch_size"] * spec["steps"]
     rng = np.random.default_rng(spec["seed"] + hvd.rank())
@@ -105,15 +132,17 @@ def rank_fn(spec: dict) -> dict:
                                          device_dense="/cpu:0" if shared else "")
     lstm.compile_model(model, optimizer, mixed_precision=spec["mixed_precision"])
     model.optimizer.build(model.trainable_variables)
-    hvd_tf.broadcast_variables(model.variables, root_rank=0)
+    if way["collectives"] == "host (gloo)":      # (also on CPU, where it is the same thing)
+        broadcast_on_host(model.variables, root_rank=0)
+    else:
+        hvd_tf.broadcast_variables(model.variables, root_rank=0)
     started = time.time()
     history = model.fit(data, epochs=1, verbose=0)
     seconds = time.time() - started
     return {"rank": hvd.rank(), "size": hvd.size(), "local_rank": hvd.local_rank(),
             "device": tf.config.list_logical_devices("GPU")[0].name
             if tf.config.list_logical_devices("GPU") else "CPU",
-            "shared_gpu": shared, "allreduce": "host (gloo)" if shared or not gpus
-            else ("nccl" if hvd.nccl_built() else "gloo"),
+            "shared_gpu": shared, "allreduce": way["collectives"], "note": way["note"],
             "rows": rows, "seconds": round(seconds, 2), "samples_per_s": round(rows / seconds, 1),
             "loss": float(history.history["loss"][-1]), "checksum": lstm.weights_checksum(model),
             "pid": os.getpid()}
@@ -133,6 +162,7 @@ def two_ranks(spec: dict) -> dict:
     same = len({r["checksum"] for r in ranks}) == 1
     return {"part": "b", "case": "2 ranks, horovod.spark.run, local[2]",
             "device": " / ".join(r["device"] for r in ranks), "allreduce": ranks[0]["allreduce"],
+            "note": ranks[0]["note"],
             "samples_per_s": round(sum(r["samples_per_s"] for r in ranks), 1),
             "same_weights": same, "seconds": round(seconds, 1), "ranks": ranks, "ok": same}
 
@@ -187,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "epoch_9m_minutes", "allreduce", "driver_gpu_mib", "ok"],
                        f"gpu-check: {stack['tensorflow_dist']} {stack['tensorflow']}, "
                        f"GPUs {stack['gpus']}, horovod NCCL {stack.get('horovod_nccl')}")
+    for row in results:
+        if row.get("note"):
+            print(f"part {row['part']}: {row['note']}")
     ok = all(r.get("ok", True) for r in results)
     common.write_report(args, NAME, results, {"gpu": bool(stack["gpus"]), "stack": stack,
                                               "epoch_rows": EPOCH_ROWS, "ok": ok,

@@ -70,6 +70,24 @@ def test_input_pipeline(tmp_path):
     positive(report, "input_over_consumption")
 
 
+def test_input_feed(tmp_path):
+    out = tmp_path / "input_feed.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "input_pipeline.py"), "--feed",
+                           "--quick", "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=850)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "input_feed" and report["quick"] is True
+    assert report["command"].startswith("python bench/input_pipeline.py --feed")
+    assert [(r["case"], r["consumer"], r["prefetch"], r["review_ids"]) for r in report["results"]] \
+        == [("rank pipeline", "compiled step", "AUTOTUNE", False),
+            ("before: prefetch 2 + review ids", "compiled step", 2, True),
+            ("rank pipeline, Keras fit", "Keras model.fit", "AUTOTUNE", False)]
+    for row in report["results"]:
+        positive(row, "samples_per_s", "samples_per_cpu_s")
+    assert report["target"] == 150_000 and report["batch_size"] == 32
+
+
 def test_lstm_throughput(tmp_path):
     report = run_quick("lstm_throughput", tmp_path)
     assert [r["side"] for r in report["results"]] == ["study", "starscale_1", "starscale_2"]

@@ -40,7 +40,7 @@ def test_gpu_overlay_on_cluster_validates_one_gpu_per_rank():
     assert (cfg.train.use_gpu, cfg.train.launcher, cfg.train.workers, cfg.encode.shards) == \
         (True, "spark", 4, 4)
     assert (cfg.lstm.mixed_precision, cfg.lstm.recurrent_dropout, cfg.lstm.batch_size,
-            cfg.lstm.learning_rate) == (True, 0.0, 512, 0.002)
+            cfg.lstm.learning_rate) == (True, 0.0, 512, 0.001)
     assert cfg.spark.python == "./env/bin/python"            # the --archives env, from cluster.yaml
     # the discovery script is configurable like any key
     other = load_config(GPU_CONF, ['spark.conf.spark.executor.resource.gpu.discoveryScript='
@@ -209,7 +209,7 @@ def test_rank_callbacks_keep_batch_logs_on_the_device(tmp_path):
                                        Watchdog(60, hard_exit=False, where="rank 0/2"))
     model = lstm.build_model(50, 6, embedding_dim=4, units=3)
     with_batch_hooks = [type(c).__name__ for c in callbacks if c._implements_train_batch_hooks()]
-    assert {"BroadcastGlobalVariablesCallback", "LearningRateWarmupCallback", "Progress",
+    assert {"BroadcastGlobalVariablesCallback", "WarmupLR", "Progress",
             "NanGuard"} <= set(with_batch_hooks)
     listed = keras.callbacks.CallbackList(callbacks, model=model)
     assert listed._batch_hooks_support_tf_logs

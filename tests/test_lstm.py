@@ -113,6 +113,26 @@ def test_save_bundle_and_load_model_rebuilds_it(tmp_path, monkeypatch):
         model_store.load_lstm_bundle(str(tmp_path / "nothing"))
 
 
+def test_a_mixed_precision_bundle_is_scored_in_float32(tmp_path):
+    """A model trained with lstm.mixed_precision is rebuilt in float32 for scoring (the driver's
+    and the executors' CPUs): every layer computes in float32 and the predictions are those of a
+    float32 model with the same weights."""
+    from starscale import lstm
+
+    arch = {"vocab_size": 40, "max_len": MAX_LEN, "embedding_dim": 4, "units": 3, "layers": 1,
+            "bidirectional": False, "spatial_dropout": 0.0, "dropout": 0.0,
+            "recurrent_dropout": 0.0, "mixed_precision": True, "embedding_trainable": True}
+    trained = lstm.build_model(**arch, seed=5)
+    assert trained.get_layer("lstm_0").compute_dtype == "float16"     # as trained on a GPU
+    out = lstm.save_bundle(trained, str(tmp_path / "m"), "<pad>\n<oov>\n", {}, arch)
+    loaded = model_store.load_lstm_bundle(out)
+    assert {layer.compute_dtype for layer in loaded.layers[1:]} == {"float32"}   # [0]: ids
+    plain = lstm.build_model(**{**arch, "mixed_precision": False}, seed=6)
+    plain.set_weights(trained.get_weights())
+    x = np.arange(2 * MAX_LEN, dtype=np.int32).reshape(2, MAX_LEN) % 40
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), plain.predict(x, verbose=0))
+
+
 def test_assign_shards_and_steps():
     from starscale.training.data import assign_shards, steps_per_epoch
 
@@ -195,3 +215,28 @@ def test_train_batches_streams_epochs_reproducibly(tmp_path):
             seen.add(tuple(r))
     assert len(seen) == 12 * 16                    # no row twice within an epoch
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(two_epochs[:12], two_epochs[12:]))
+
+
+def test_train_batches_read_review_ids_only_for_the_return_ids_hook(tmp_path):
+    """Training reads no review_id (the hook that wants them still gets them): a shard written
+    without the column trains; asking for the ids names it missing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from starscale.training.data import list_shards, train_batches
+
+    seq = tmp_path / "sequences"
+    rows = _write_shard(seq / "split=train" / "shard=0", 96, 3)
+    files = list_shards(str(seq), "train")[0]
+    kwargs = dict(batch_size=16, steps=6, start_epoch=0, seed=1, rank=0, shuffle_buffer=32,
+                  class_weights=[1.0] * 5, max_len=MAX_LEN)
+    seen: set = set()
+    gen = train_batches(files, str(seq), seen_ids=seen, **kwargs)
+    with_ids = [next(gen) for _ in range(6)]
+    assert seen == set(rows["review_id"])
+    pq.write_table(pq.read_table(files[0]).drop(["review_id"]), files[0])
+    gen = train_batches(files, str(seq), **kwargs)
+    for a, b in zip(with_ids, [next(gen) for _ in range(6)]):   # the same batches without ids
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises((KeyError, ValueError, pa.ArrowInvalid), match="review_id"):
+        next(train_batches(files, str(seq), seen_ids=set(), **kwargs))

@@ -188,7 +188,8 @@ class LSTMConfig:
     spatial_dropout: float = _f(**rng(0, 1, hi_open=True))
     dropout: float = _f(**rng(0, 1, hi_open=True))
     recurrent_dropout: float = _f(**rng(0, 1, hi_open=True))  # > 0 disables cuDNN on GPU
-    learning_rate: float = _f(**rng(0, lo_open=True))
+    learning_rate: float = _f(**rng(0, lo_open=True))  # Adam's rate at an effective batch of learning_rate_batch
+    learning_rate_batch: int = _f(**rng(1))  # rows per optimizer step (all ranks) learning_rate is set for
     clipnorm: float | None = _f()
     batch_size: int = _f(**rng(1))
     epochs: int = _f(**rng(1))
@@ -206,7 +207,7 @@ class LSTMConfig:
 class TrainConfig:
     workers: int = _f(**rng(1))           # Horovod processes
     launcher: Literal["spark", "horovodrun", "local"] = _f()
-    scale_lr: bool = _f()                 # learning rate × workers
+    scale_lr: bool = _f()                 # lstm.learning_rate × √(effective batch / lstm.learning_rate_batch)
     warmup_epochs: int = _f(**rng(0))
     start_timeout_s: int = _f(**rng(1))
     stall_timeout_s: int = _f(**rng(1))   # no step progress for this long → fail

@@ -233,15 +233,19 @@ def weights_bytes(model) -> bytes:
 
 
 def model_from_bytes(arch_data: bytes, weights_data: bytes, where: str):
-    """Rebuild a saved LSTM: build_model(**model.json) with weights.npz loaded into it. Only
-    starscale's own model code runs; a bundle whose files don't fit is a ValueError naming
-    them. where: the bundle folder (for messages)."""
+    """Rebuild a saved LSTM for scoring: build_model(**model.json) in float32 with weights.npz
+    loaded into it. Only starscale's own model code runs; a bundle whose files don't fit is a
+    ValueError naming them. where: the bundle folder (for messages).
+
+    A model trained with mixed_precision is rebuilt in float32 all the same: its variables are
+    float32 either way (the same weights.npz), and the scorers (the driver, Spark executors) run
+    on CPUs, where float16 is emulated: slower and less exact than float32."""
     arch_where, weights_where = f"{where}/{ARCH_FILE}", f"{where}/{WEIGHTS_FILE}"
     try:
         raw = json.loads(arch_data)
     except ValueError as exc:
         raise ValueError(f"{arch_where}: not valid JSON ({exc})") from None
-    model = build_model(**check_architecture(raw, arch_where))
+    model = build_model(**{**check_architecture(raw, arch_where), "mixed_precision": False})
     expected = model.get_weights()
     if not weights_data.startswith(b"PK"):
         raise ValueError(f"{weights_where}: not a numpy .npz archive")

@@ -1,4 +1,4 @@
-"""The Keras callbacks of a rank: heartbeats, dropout reseeding, warmup settling, the NaN guard,
+"""The Keras callbacks of a rank: heartbeats, dropout reseeding, learning-rate warmup, the NaN guard,
 early stopping with best weights, checkpoints, and the epoch-sleep test hook.
 
 Importing this module imports TensorFlow (the classes subclass keras.callbacks.Callback).
@@ -20,8 +20,8 @@ def _keras_callback():
 
 
 def tf_batch_logs(callback):
-    """Mark a callback whose batch hooks ignore their logs (Horovod's broadcast and warmup
-    callbacks) as taking TF logs: Keras converts batch logs to numpy, a host sync per batch,
+    """Mark a callback whose batch hooks ignore their logs (Horovod's broadcast callback) as
+    taking TF logs: Keras converts batch logs to numpy, a host sync per batch,
     as soon as one callback with batch hooks lacks the mark."""
     callback._supports_tf_logs = True
     return callback
@@ -75,17 +75,44 @@ class ReseedDropout(_keras_callback()):
         lstm.reseed_dropout(self.model, self.seed, self.rank, epoch)
 
 
-class SettleLR(_keras_callback()):
-    """After warmup, set the learning rate to exactly its target (a resumed run, which skips the
-    warmup callback, and an uninterrupted one then use the same rate)."""
+class WarmupLR(_keras_callback()):
+    """Large-batch warmup: before each batch of the first warmup_epochs the learning rate is set
+    on a straight line from `start` to `target` (reached at the last batch of the warmup; the
+    per-batch timing of Horovod's LearningRateWarmupCallback), then it stays at target, set
+    again at each later epoch's start (a run resumed after the warmup uses the same rate).
+    The rate lives in Python and is only assigned, never read back: Horovod's callback reads the
+    variable before every batch, a device-to-host sync per step on a GPU. Epoch logs get "lr"."""
 
-    def __init__(self, lr: float, warmup_epochs: int):
+    def __init__(self, start: float, target: float, warmup_epochs: int, steps_per_epoch: int):
         super().__init__()
-        self.lr, self.warmup_epochs = lr, warmup_epochs
+        self._supports_tf_logs = True    # reads no batch logs
+        self.start, self.target = float(start), float(target)
+        self.warmup_epochs, self.steps = int(warmup_epochs), int(steps_per_epoch)
+        self.epoch = 0
+        self.current: float | None = None
+
+    def rate(self, epoch: int, batch: int) -> float:
+        progress = min(1.0, (epoch + (batch + 1) / self.steps) / self.warmup_epochs)
+        return self.start + (self.target - self.start) * progress
+
+    def _set(self, value: float) -> None:
+        if value != self.current:
+            self.model.optimizer.learning_rate.assign(value)
+            self.current = value
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
         if epoch >= self.warmup_epochs:
-            self.model.optimizer.learning_rate.assign(self.lr)
+            self.current = None          # set once per epoch: a restored optimizer may differ
+            self._set(self.target)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch < self.warmup_epochs:
+            self._set(self.rate(self.epoch, batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.current is not None:
+            logs["lr"] = self.current
 
 
 class NanGuard(_keras_callback()):

@@ -147,22 +147,28 @@ def files_of(seq_dir: str, split: str, shards: list[int]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- reading
-def _read_table_batches(files: list[str], fs, chunk_rows: int, order: np.ndarray | None = None):
-    """(review_id, label, weight, ids) numpy chunks, one Parquet record batch at a time."""
+def _read_table_batches(files: list[str], fs, chunk_rows: int, order: np.ndarray | None = None,
+                        with_ids: bool = True):
+    """(review_id, label, weight, ids) numpy chunks, one Parquet record batch at a time.
+    with_ids=False: review_id is neither read nor turned into Python strings (None instead):
+    training needs no ids, and the strings cost more than the rest of a chunk."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+    columns = COLUMNS if with_ids else [c for c in COLUMNS if c != "review_id"]
     for i in (order if order is not None else range(len(files))):
         pf = pq.ParquetFile(files[i], filesystem=fs)
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=COLUMNS):
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
             ids_col = batch.column("ids")
             flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False)
             n = batch.num_rows
             if n and flat.size % n:
                 raise ValueError(f"{files[i]}: ids arrays have unequal lengths (expected encode.max_len each)")
-            yield (np.asarray(batch.column("review_id").to_pylist(), dtype=object),
+            yield (np.asarray(batch.column("review_id").to_pylist(), dtype=object)
+                   if with_ids else None,
                    batch.column("label").to_numpy(zero_copy_only=False).astype(np.int64),
                    batch.column("weight").to_numpy(zero_copy_only=False).astype(np.float32),
-                   flat.astype(np.int32).reshape(n, -1) if n else np.zeros((0, 0), np.int32))
+                   flat.astype(np.int32, copy=False).reshape(n, -1) if n
+                   else np.zeros((0, 0), np.int32))
 
 
 def split_chunks(seq_dir: str, split: str, chunk_rows: int) -> Iterator[tuple]:
@@ -177,15 +183,15 @@ def split_chunks(seq_dir: str, split: str, chunk_rows: int) -> Iterator[tuple]:
 def _drain(buf: list[tuple], rng, shuffle_buffer: int, batch_size: int, final: bool):
     """Shuffle the buffered rows; hand out whole batches, keeping about half back (so rows mix
     across record batches) unless this is the end of the files. → (rows out, new buffer)."""
-    rid, lab, wt, ids = (np.concatenate([b[k] for b in buf]) for k in range(4))
+    cols = [None if buf[0][k] is None else np.concatenate([b[k] for b in buf]) for k in range(4)]
+    n = len(cols[1])
     if shuffle_buffer > 0:
-        perm = rng.permutation(len(lab))
-        rid, lab, wt, ids = rid[perm], lab[perm], wt[perm], ids[perm]
-    full = (len(lab) // batch_size) * batch_size
-    cut = full if final else max(((len(lab) // 2) // batch_size) * batch_size,
-                                 min(batch_size, full))
-    rest = [] if final else [(rid[cut:], lab[cut:], wt[cut:], ids[cut:])]
-    return (rid[:cut], lab[:cut], wt[:cut], ids[:cut]), rest
+        perm = rng.permutation(n)
+        cols = [None if c is None else c[perm] for c in cols]
+    full = (n // batch_size) * batch_size
+    cut = full if final else max(((n // 2) // batch_size) * batch_size, min(batch_size, full))
+    rest = [] if final else [tuple(None if c is None else c[cut:] for c in cols)]
+    return tuple(None if c is None else c[:cut] for c in cols), rest
 
 
 def _shuffled(chunks, rng, shuffle_buffer: int, batch_size: int) -> Iterator[tuple]:
@@ -238,7 +244,8 @@ def train_batches(files: list[str], seq_dir: str, *, batch_size: int, steps: int
 
     Shuffling is a seeded buffer shuffle keyed on (seed, rank, epoch): epoch k's batches are the
     same whether the run started at epoch 0 or resumed at k. Only the buffer is in memory.
-    sample weight = class weight of the label × the table's weight column.
+    sample weight = class weight of the label × the table's weight column. seen_ids (the
+    return_ids test hook): every batch's review ids are added to it; only then are ids read.
     """
     fs, _ = storage.filesystem(seq_dir)
     cw = np.asarray(class_weights, dtype=np.float32)
@@ -247,8 +254,9 @@ def train_batches(files: list[str], seq_dir: str, *, batch_size: int, steps: int
     while True:
         rng = np.random.default_rng([seed, rank, epoch])
         order = rng.permutation(len(files)) if shuffle_buffer > 0 else None
-        chunks = _shuffled(_read_table_batches(files, fs, max(batch_size, 1024), order), rng,
-                           shuffle_buffer, batch_size)
+        chunks = _shuffled(_read_table_batches(files, fs, max(batch_size, 1024), order,
+                                               with_ids=seen_ids is not None),
+                           rng, shuffle_buffer, batch_size)
         emitted = yield from _epoch_batches(
             chunks, steps=steps, epoch=epoch, batch_size=batch_size, max_len=max_len, cw=cw,
             eye=eye, seq_dir=seq_dir, nan_at_step=nan_at_step, seen_ids=seen_ids)
@@ -262,7 +270,8 @@ def eval_batches(files: list[str], seq_dir: str, batch_size: int, n_classes: int
     """Finite (ids, one-hot labels) batches over files in order (validation: unweighted)."""
     fs, _ = storage.filesystem(seq_dir)
     eye = np.eye(n_classes, dtype=np.float32)
-    for _rid, lab, _wt, ids in _read_table_batches(files, fs, max(batch_size, 1024)):
+    for _rid, lab, _wt, ids in _read_table_batches(files, fs, max(batch_size, 1024),
+                                                   with_ids=False):
         for start in range(0, len(lab), batch_size):
             sl = slice(start, start + batch_size)
             yield ids[sl], eye[lab[sl]]
@@ -276,13 +285,16 @@ def batch_signature(max_len: int) -> tuple:
             tf.TensorSpec((None,), tf.float32))
 
 
-def train_dataset(files: list[str], seq_dir: str, *, max_len: int, **batches: Any):
+def train_dataset(files: list[str], seq_dir: str, *, max_len: int, prefetch: int | None = None,
+                  **batches: Any):
     """A rank's training input: train_batches(files, seq_dir, max_len=…, **batches) as a
-    tf.data Dataset, two batches prefetched (bench/input_pipeline.py measures this same one)."""
+    tf.data Dataset, `prefetch` batches ahead (None: tf.data.AUTOTUNE, which sizes the buffer
+    to keep the consumer fed). bench/input_pipeline.py measures this same one."""
     import tensorflow as tf
     return tf.data.Dataset.from_generator(
         lambda: train_batches(files, seq_dir, max_len=max_len, **batches),
-        output_signature=batch_signature(max_len)).prefetch(2)
+        output_signature=batch_signature(max_len)).prefetch(
+            tf.data.AUTOTUNE if prefetch is None else prefetch)
 
 
 def eval_dataset(files: list[str], seq_dir: str, *, max_len: int, batch_size: int):
@@ -292,4 +304,4 @@ def eval_dataset(files: list[str], seq_dir: str, *, max_len: int, batch_size: in
         return None
     return tf.data.Dataset.from_generator(
         lambda: eval_batches(files, seq_dir, batch_size),
-        output_signature=batch_signature(max_len)[:2]).prefetch(2)
+        output_signature=batch_signature(max_len)[:2]).prefetch(tf.data.AUTOTUNE)

@@ -4,6 +4,9 @@
   faked task context): under horovod.spark.run the address Spark's scheduler gave the task
   (TaskContext.resources()["gpu"], relayed by Horovod), under horovodrun / local the local rank.
 - spark_task_gpus() → that address list, or None outside a Spark task.
+- pin_gpu(...) → only that GPU visible to TF; fails with one line naming the rank when it cannot
+  (TF sees no GPU: which CUDA library does not load, gpu_library_problems; the visible set cannot
+  be changed any more). check_nccl(...) → fails when Horovod was built without NCCL.
 - cudnn_problems(...) / check_cudnn_eligible(lstm_cfg) → why Keras would leave the fused cuDNN
   kernel (recurrent_dropout, activations, unroll, use_bias), as a ValueError naming the lstm.* key.
 - hide_gpus_in_driver() → the driver process sees no GPU (it only loads the trained model and
@@ -15,6 +18,8 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+NO_GPU = "train.use_gpu is true but TensorFlow sees no GPU in this process"
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,8 @@ def gpu_for_rank(use_gpu: bool, local_rank: int, physical: int,
         return GpuChoice(None, "GPU drill (horovod local rank), TensorFlow on the CPU",
                          str(local_rank))
     if physical < 1:
-        raise ValueError("train.use_gpu is true but TensorFlow sees no GPU in this process "
-                         "(tensorflow-cpu installed? run `make doctor`; CUDA driver missing? "
-                         "set train.use_gpu=false to train on CPUs)")
+        raise ValueError(f"{NO_GPU} (tensorflow-cpu installed? run `make doctor`; CUDA driver "
+                         f"missing? set train.use_gpu=false to train on CPUs)")
     if task_gpus:
         if len(task_gpus) != 1:
             raise ValueError(f"train.use_gpu: this Spark task was given {len(task_gpus)} GPUs "
@@ -108,22 +112,33 @@ def spark_task_gpus() -> list[str] | None:
 def pin_gpu(use_gpu: bool, local_rank: int, where: str, drill: bool = False,
             handed: str | None = None) -> GpuChoice:
     """Make exactly the chosen GPU visible to TF in this process (memory growth on), or none;
-    log the choice. Must run before the process's first TF op. handed: a GPU address given in
-    place of the Spark task's (the gpu_address test hook)."""
+    log the choice. Must run before the process's first TF op. where: "rank R/N", the start of
+    every error line. drill (train.gpu_drill): TF stays on the CPU, no GPU needed. handed: a GPU
+    address given in place of the Spark task's (the gpu_address test hook)."""
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
+    if use_gpu and not drill and not gpus:
+        # TF logs why only as a warning ("Cannot dlopen some GPU libraries"), which the executors'
+        # TF_CPP_MIN_LOG_LEVEL=2 hides: name the library here.
+        raise ValueError(f"{where}: {NO_GPU}: {no_gpu_reason()}")
     choice = gpu_for_rank(use_gpu, local_rank, len(gpus),
                           [handed] if handed is not None else spark_task_gpus(),
                           os.environ.get("CUDA_VISIBLE_DEVICES"), drill=drill)
+    wanted = [gpus[choice.index]] if choice.index is not None else []
     try:
         if choice.index is not None:
-            gpu = gpus[choice.index]
-            tf.config.experimental.set_memory_growth(gpu, True)
-            tf.config.set_visible_devices(gpu, "GPU")
-        elif gpus:
-            tf.config.set_visible_devices([], "GPU")
-    except RuntimeError as exc:          # local launcher: TF already initialised in this process
-        print(f"starscale train: GPU visibility unchanged ({exc})", file=sys.stderr)
+            tf.config.experimental.set_memory_growth(wanted[0], True)
+        if gpus:
+            tf.config.set_visible_devices(wanted, "GPU")
+    except RuntimeError as exc:
+        # TF was initialised in this process already (the local launcher trains in the driver's
+        # process): fine if it already sees exactly the wanted GPUs, else this rank would train
+        # on another device than the one it was given (and share it).
+        if [d.name for d in tf.config.get_visible_devices("GPU")] != [d.name for d in wanted]:
+            raise ValueError(f"{where}: cannot make {choice.describe()} its only GPU: "
+                             f"TensorFlow was initialised in this process before "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                             ) from None
     print(f"starscale train: {where} on {choice.describe()}", file=sys.stderr, flush=True)
     return choice
 
@@ -147,6 +162,77 @@ def check_unique_gpus(placements: list[dict]) -> None:
         raise ValueError("train.use_gpu: " + "; ".join(clashes) + ": each Horovod rank needs a "
                          "GPU of its own (isolate GPUs per executor: YARN GPU isolation, "
                          "Kubernetes device plugin, standalone spark.worker.resource.gpu.*)")
+
+
+def check_nccl(use_gpu: bool, nccl_built: bool, where: str) -> None:
+    """With train.use_gpu, refuse a Horovod built without NCCL: its GPU allreduce would fall
+    back to copying every gradient through host memory (Gloo)."""
+    if use_gpu and not nccl_built:
+        raise ValueError(f"{where}: train.use_gpu is true but Horovod was built without NCCL "
+                         f"(hvd.nccl_built() is false): install the GPU stack (`make setup-gpu`: "
+                         f"HOROVOD_GPU_OPERATIONS=NCCL; `make doctor GPU=1` must say "
+                         f"horovod_nccl true) or set train.use_gpu=false")
+
+
+# --------------------------------------------------------------------------- no GPU: why
+# The libraries TF's GPU device loads at start (tsl/platform/default/dso_loader.cc), as
+# lib<name>.so.<version>: the version is the CUDA major for most, other series for two. In
+# dependency order (each loaded globally, so the next finds what it needs already loaded), with
+# nvJitLink, which CUDA 12's cusparse and cusolver need.
+CUDA_LIBRARIES = ("cudart", "cublasLt", "cublas", "nvJitLink", "cufft", "cusparse", "cusolver",
+                  "cudnn")
+OTHER_SERIES = {"12": {"cufft": "11", "cusolver": "11"}, "11": {"cufft": "10", "cusolver": "11"}}
+
+
+def cuda_library_names(cuda_version: str, cudnn_version: str) -> list[str]:
+    """The file names TF's GPU device dlopens for a build: cuda_version / cudnn_version as in
+    tf.sysconfig.get_build_info() (e.g. "12.2", "8"); the driver's libcuda.so.1 first."""
+    major = str(cuda_version).split(".")[0]
+    series = {**{n: major for n in CUDA_LIBRARIES}, **OTHER_SERIES.get(major, {}),
+              "cudnn": str(cudnn_version).split(".")[0]}
+    return ["libcuda.so.1"] + [f"lib{n}.so.{series[n]}" for n in CUDA_LIBRARIES
+                               if n != "nvJitLink" or major == "12"]
+
+
+def gpu_library_problems(names: list[str], dlopen, search_dirs: list[str]) -> list[str]:
+    """'<file>: <dlopen error>' for each library that loads neither by name (the loader's path)
+    nor from one of search_dirs (the nvidia-*-cu12 wheels' lib folders). dlopen(path) raises
+    OSError when it cannot load."""
+    problems = []
+    for name in names:
+        errors = []
+        for path in [name] + [os.path.join(d, name) for d in search_dirs
+                              if os.path.exists(os.path.join(d, name))]:
+            try:
+                dlopen(path)
+                break
+            except OSError as exc:
+                errors.append(str(exc))
+        else:
+            problems.append(f"{name}: {errors[0] if errors else 'not found'}")
+    return problems
+
+
+def no_gpu_reason() -> str:
+    """Why TF sees no GPU here, in one line: a CPU build, the CUDA libraries that do not load
+    (what TF's hidden warning would have said), or no device behind a working driver."""
+    import ctypes
+    import glob
+    import tensorflow as tf
+    if not tf.test.is_built_with_cuda():
+        return (f"TensorFlow {tf.__version__} here is a CPU build (tensorflow-cpu); install the "
+                f"GPU stack (`make setup-gpu`) or set train.use_gpu=false")
+    info = tf.sysconfig.get_build_info()
+    wheels = sorted({d for p in sys.path if p
+                     for d in glob.glob(os.path.join(p, "nvidia", "*", "lib"))})
+    problems = gpu_library_problems(
+        cuda_library_names(info.get("cuda_version", ""), info.get("cudnn_version", "")),
+        lambda path: ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL), wheels)
+    if problems:
+        return ("these GPU libraries do not load: " + "; ".join(problems)
+                + f" (LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH', '')!r})")
+    return ("the CUDA libraries load but no GPU device was found (nvidia-smi on this host? "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
 
 
 # --------------------------------------------------------------------------- cuDNN

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import sys
 import time
@@ -211,6 +212,10 @@ def setup_devices(args: RankArgs) -> tuple[int, int, list[dict]]:
     # Horovod: one process per worker; ranks talk over Gloo (NCCL for GPU allreduce when built).
     hvd.init()
     rank, size, local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+    # Horovod: GPU gradients go through NCCL; a build without it would copy them via the host
+    # (the GPU drill keeps TF on the CPU: no GPU gradients).
+    devices.check_nccl(args.train.use_gpu and not args.train.gpu_drill, hvd.nccl_built(),
+                       f"rank {rank}/{size}")
     # Horovod: one GPU per process, the one Spark gave this rank's task (horovod.spark.run), else
     # the local rank's (horovodrun); no GPU visible when train.use_gpu is off.
     choice = devices.pin_gpu(args.train.use_gpu, local_rank, f"rank {rank}/{size}",
@@ -301,8 +306,9 @@ def build_model(args: RankArgs, rank: int, size: int):
     model = lstm.build_model(**architecture(args), embedding_matrix=matrix, seed=args.seed)
     if args.train.use_gpu:
         devices.check_model_cudnn(model)
-    # Horovod: scale the learning rate by the number of workers (the effective batch grows).
-    learning_rate = lcfg.learning_rate * (size if args.train.scale_lr else 1)
+    # Horovod: the effective batch is batch_size × size; the rate follows it (scaled_learning_rate).
+    learning_rate = scaled_learning_rate(lcfg.learning_rate, lcfg.learning_rate_batch,
+                                         lcfg.batch_size * size, args.train.scale_lr)
     # Horovod: the distributed optimizer averages gradients across ranks with allreduce.
     # sparse_as_dense: the embedding's gradient (IndexedSlices, batch × max_len rows of 300) is
     # allreduced as one dense vocab × 300 tensor instead of allgathered as slices from every
@@ -313,6 +319,17 @@ def build_model(args: RankArgs, rank: int, size: int):
     lstm.compile_model(model, optimizer, mixed_precision=lcfg.mixed_precision)
     model.optimizer.build(model.trainable_variables)
     return model, learning_rate
+
+
+def scaled_learning_rate(learning_rate: float, learning_rate_batch: int, effective_batch: int,
+                         scale: bool) -> float:
+    """Adam's rate for effective_batch rows per optimizer step (all ranks): learning_rate, set for
+    learning_rate_batch rows, × √(effective_batch / learning_rate_batch) when scale
+    (train.scale_lr), else learning_rate. Square-root scaling is the rule for Adam (linear
+    scaling, Horovod's lr × size, is SGD's: for Adam it overshoots at large batches)."""
+    if not scale:
+        return float(learning_rate)
+    return float(learning_rate) * math.sqrt(effective_batch / learning_rate_batch)
 
 
 def restore_weights(args: RankArgs, model, state: dict | None, rank: int):
@@ -349,12 +366,12 @@ def make_callbacks(args: RankArgs, rank: int, size: int, steps: int, learning_ra
         # (the validation metrics are combined over ranks by callbacks.ValidationScore).
         hvd.callbacks.MetricAverageCallback(),
     ]
-    if size > 1 and tcfg.scale_lr and tcfg.warmup_epochs > 0:
-        # Horovod: ramp from lr/size to lr over the first epochs (large-batch warmup).
-        callbacks.append(cb.tf_batch_logs(hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=learning_rate, warmup_epochs=tcfg.warmup_epochs, steps_per_epoch=steps,
-            verbose=0)))
-        callbacks.append(cb.SettleLR(learning_rate, tcfg.warmup_epochs))
+    if tcfg.scale_lr and tcfg.warmup_epochs > 0 and learning_rate > args.lstm.learning_rate:
+        # Large-batch warmup: from lstm.learning_rate up to the scaled rate over the first
+        # epochs (in place of Horovod's LearningRateWarmupCallback, which reads the rate back
+        # from the device every batch).
+        callbacks.append(cb.WarmupLR(args.lstm.learning_rate, learning_rate, tcfg.warmup_epochs,
+                                     steps))
     callbacks += [cb.ReseedDropout(args.seed, rank), progress,
                   cb.NanGuard(rank, args.ckpt_dir, lambda: progress.epoch, attempt=args.attempt),
                   # the validation metrics, before early stopping and the checkpoint read them

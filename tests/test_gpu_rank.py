@@ -31,7 +31,8 @@ def test_a_rank_with_use_gpu_stops_at_horovods_missing_nccl_first():
     code = (
         "import types\n"
         "from starscale.training import rank\n"
-        "args = types.SimpleNamespace(train=types.SimpleNamespace(use_gpu=True), seed=1,\n"
+        "args = types.SimpleNamespace(train=types.SimpleNamespace(use_gpu=True, gpu_drill=False),\n"
+        "                             seed=1,\n"
         "                             lstm=types.SimpleNamespace(deterministic=False))\n"
         "try:\n"
         "    rank.setup_devices(args)\n"

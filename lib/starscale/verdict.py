@@ -9,12 +9,15 @@ predictions and plain values; the report stage does the reading and writing.
 - ``select``: the cell (sampler) of each model and size chosen by the *validation* score;
   ``comparisons``: the selected LSTM against each selected LR setting at the largest shared
   size, with every seed replicate of both (the test split is never used to choose).
-- ``replicated_comparison``: LSTM minus LR on the same test rows (joined by review_id); the
-  interval combines test-row resampling and seed-to-seed variance
-  (``metrics.seeded_bootstrap_diff``), raw and with decision offsets fitted on validation.
-- ``outcome`` / ``verdict_sentence``: the pre-registered rule — "beats" only when the whole
-  interval of LSTM − LR is above +margin (symmetrically for the LR), else "no difference
-  larger than the margin was detected".
+- ``replicated_comparison``: LSTM minus LR on the same test rows (joined by review_id), the
+  mean over each model's seed replicates with an interval for that mean
+  (``metrics.seeded_bootstrap_diff``: seed variance + paired test-row bootstrap, Welch–
+  Satterthwaite t), raw and with decision offsets fitted on validation.
+- ``outcome`` / ``outcome_phrase`` / ``verdict_sentence``: the pre-registered rule — six
+  outcomes of the interval against −margin and +margin, one sentence each.
+- ``primary_result``: the answer to the mission's question, the LSTM against every LR setting
+  selected on validation (it beats the plateau only if it beats each), with a warning line for
+  a comparator that did not converge or sits at its grid's edge (``comparator_flags``).
 """
 from __future__ import annotations
 

@@ -639,10 +639,17 @@ def budget_table(table: pd.DataFrame) -> Table:
         for r in group.to_dict("records"):
             raw = r.get("lr_grid")
             fits += len(json.loads(raw)) if isinstance(raw, str) and raw else 1
-        seconds = pd.to_numeric(group.get("fit_seconds"), errors="coerce").sum()
-        stage = pd.to_numeric(group.get("stage_seconds"), errors="coerce").sum()
-        rows.append([series, int(len(group)), fits, float(seconds) / 60.0, float(stage) / 60.0])
+        rows.append([series, int(len(group)), fits, _minutes(group, "fit_seconds"),
+                     _minutes(group, "stage_seconds")])
     return Table("budgets", ["series", "runs", "fits", "fit_minutes", "stage_minutes"], rows)
+
+
+def _minutes(runs: pd.DataFrame, column: str) -> float | None:
+    """The sum of a seconds column in minutes; None when no run has it."""
+    if column not in runs.columns:
+        return None
+    seconds = pd.to_numeric(runs[column], errors="coerce")
+    return float(seconds.sum()) / 60.0 if seconds.notna().any() else None
 
 
 def _lstm_training_section(page: _Page, table: pd.DataFrame) -> None:

@@ -192,7 +192,7 @@ class LSTMConfig:
     clipnorm: float | None = _f()
     batch_size: int = _f(**rng(1))
     epochs: int = _f(**rng(1))
-    min_steps: int = _f(**rng(0))         # optimizer steps at least: epochs are raised to reach them
+    min_steps: int = _f(**rng(0))         # planned epochs are raised to reach this many steps (early stopping may end sooner)
     class_weight: Literal["balanced", "none"] = _f()
     early_stopping_patience: int = _f(**rng(0))
     monitor: Literal["val_score", "val_loss"] = _f()  # best epoch / early stopping on this

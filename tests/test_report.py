@@ -10,9 +10,10 @@ import sys
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from starscale import report, results
+from starscale import report, results, verdict
 from starscale.stages import report as report_stage
 from tests.helpers import PNG_MAGIC, REPO
 from tests.helpers import html_tables as _html_tables
@@ -291,3 +292,21 @@ def test_templates_load_from_the_py_files_zip(tmp_path):
     assert proc.stdout.startswith(f"{archive}/starscale/report.py")
     assert "<h1>zipped</h1>" in proc.stdout and '<table id="t">' in proc.stdout
     assert "<!-- table: t -->\n| c |\n|---|\n| 2 |" in proc.stdout
+
+
+def test_one_point_per_cell_keeps_the_setting_chosen_on_validation():
+    # the LSTM's tuning grid trains two settings of the 20k none cell: the curves and the
+    # plateau get the one with the higher validation score (0.44), not the higher test score
+    curves = pd.DataFrame([
+        {"run_id": "a", "series": "LSTM", "sample_method": "none", "train_rows": 20000.0,
+         "val_score": 0.42, "score": 0.50},
+        {"run_id": "b", "series": "LSTM", "sample_method": "none", "train_rows": 20000.0,
+         "val_score": 0.44, "score": 0.43},
+        {"run_id": "c", "series": "LSTM", "sample_method": "none", "train_rows": 80000.0,
+         "val_score": 0.47, "score": 0.47},
+        {"run_id": "d", "series": "LSTM", "sample_method": "random_under",
+         "train_rows": 20000.0, "val_score": 0.40, "score": 0.41}])
+    assert list(report.one_per_point(curves)["run_id"]) == ["b", "c", "d"]
+    # the plateau of the kept points: 0.43 -> 0.47 over two doublings = +0.02 per doubling, rising
+    (found, _) = verdict.curve_plateaus(report.one_per_point(curves), 0.005)
+    assert found["status"] == "rising"

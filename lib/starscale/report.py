@@ -479,7 +479,8 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataF
     """
     table = verdict.annotate(results, full_rows_from_manifests(manifests))
     curves = table[table["in_curve"]].reset_index(drop=True)
-    plateaus = verdict.curve_plateaus(curves, plateau_min_gain)
+    points = one_per_point(curves)
+    plateaus = verdict.curve_plateaus(points, plateau_min_gain)
     verdicts = verdict.decide(table, load_predictions, n=bootstrap, seed=seed, alpha=alpha,
                               margin=margin, decide_on=decide_on)
     primary = verdict.primary_result(verdicts, alpha, margin)
@@ -493,12 +494,12 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataF
     _design_section(page, verdicts, table, config)
     _selection_section(page, curves)
     _lstm_training_section(page, table)
-    _curves_section(page, curves, plateaus, alpha, plateau_min_gain, include_study_points)
+    _curves_section(page, points, plateaus, alpha, plateau_min_gain, include_study_points)
     page.section("Results", "Every row of the results table (in_curve: the run is on the "
                  "curves; a rerun of the same series and tag supersedes the earlier one; "
                  "replicate > 0: a seed replicate of a selected cell, used by the verdict only).")
     page.add_table(_frame_table("results", ordered, list(RESULT_COLUMNS)))
-    size = _sampling_section(page, curves, sampling_at)
+    size = _sampling_section(page, points, sampling_at)
     best_runs = _best_section(page, curves, load_predictions)
     _data_sections(page, manifests, size)
     _timings_section(page, manifests, table, ordered)
@@ -514,6 +515,18 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataF
     page.files.update(page.render(title))
     return Report(files=page.files, verdicts=verdicts, plateaus=plateaus, tables=page.tables,
                   primary=primary)
+
+
+def one_per_point(curves: pd.DataFrame) -> pd.DataFrame:
+    """One run per (series, sampler, training rows): where the LSTM's tuning grid trained
+    several settings of a cell, the one with the highest validation score (the choice made on
+    validation), so that every curve has one point per size."""
+    if curves.empty:
+        return curves
+    ordered = curves.assign(_val=pd.to_numeric(curves["val_score"], errors="coerce"))
+    ordered = ordered.sort_values("_val", ascending=False, kind="stable", na_position="last")
+    keep = ordered.drop_duplicates(["series", "sample_method", "train_rows"]).index
+    return curves.loc[sorted(keep)].reset_index(drop=True)
 
 
 def preregistration(*, margin: float, decide_on: str, alpha: float, bootstrap: int,

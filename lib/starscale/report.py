@@ -622,7 +622,8 @@ def _design_section(page: _Page, verdicts: list[dict], table: pd.DataFrame,
 
 def seed_plan_table(verdicts: list[dict], table: pd.DataFrame, exp: Mapping[str, Any]) -> Table:
     """Per compared cell: seeds used, the sd of their validation scores and the rule's k
-    (metrics.seeds_for_half_width with experiment.seed_half_width and max_seeds)."""
+    (metrics.seeds_for_half_width with experiment.seed_half_width), capped at
+    experiment.max_seeds and uncapped."""
     half = exp.get("seed_half_width")
     cap = exp.get("max_seeds")
     rows, seen = [], set()
@@ -637,9 +638,14 @@ def seed_plan_table(verdicts: list[dict], table: pd.DataFrame, exp: Mapping[str,
             sd = float(vals.std(ddof=1)) if len(vals) > 1 else None
             wanted = (metrics.seeds_for_half_width(sd, len(vals), float(half), int(cap))
                       if sd is not None and half and cap else None)
-            rows.append([model, cell, len(runs), sd, wanted, exp.get("seeds")])
+            uncapped = (metrics.seeds_for_half_width(sd, len(vals), float(half), UNCAPPED)
+                        if sd is not None and half else None)
+            rows.append([model, cell, len(runs), sd, wanted, uncapped, cap, exp.get("seeds")])
     return Table("seed_plan", ["model", "cell", "seeds_used", "val_score_sd", "rule_k",
-                               "experiment_seeds"], rows)
+                               "rule_k_uncapped", "max_seeds", "experiment_seeds"], rows)
+
+
+UNCAPPED = 10 ** 9     # seeds_for_half_width's cap when the report shows what the rule asks for
 
 
 def budget_table(table: pd.DataFrame) -> Table:

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from scipy.stats import hmean
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support)
@@ -120,6 +121,84 @@ def test_paired_diff_of_a_model_with_itself_is_zero():
     for name in ("score", "accuracy", "macro_f1"):
         assert diff[name]["diff"] == 0.0
         assert diff[name]["lo"] == 0.0 and diff[name]["hi"] == 0.0
+
+
+# --------------------------------------------------------------------------- the mean over seeds
+def test_interval_with_pure_seed_noise_is_welchs_t_interval():
+    # no test noise: the interval is the two-sample Welch t interval of the replicate scores,
+    # computed here by scipy (an independent implementation)
+    a = [0.50, 0.53, 0.47, 0.52, 0.49]
+    b = [0.45, 0.46, 0.44]
+    got = metrics.mean_diff_interval(a, b, test_var=0.0, alpha=0.05)
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got["diff"] == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)
+    assert (got["lo"], got["hi"]) == pytest.approx((expected.low, expected.high), abs=1e-9)
+
+
+def test_interval_with_one_seed_each_is_the_normal_interval_of_the_paired_test_bootstrap():
+    # one seed per model: only the test rows vary. For accuracy the variance of a paired
+    # difference is known: (p10 + p01 - (p10 - p01)^2) / N, p10 the share of rows A gets right
+    # and B wrong
+    rng = np.random.default_rng(21)
+    y, a = _noisy_predictions(3000, 0.6, seed=22)
+    b = np.where(rng.random(len(y)) < 0.7, a, rng.integers(0, 5, len(y)))
+    right_a, right_b = a == y, b == y
+    p10, p01 = np.mean(right_a & ~right_b), np.mean(~right_a & right_b)
+    analytic = (p10 + p01 - (p10 - p01) ** 2) / len(y)
+    got = metrics.seeded_bootstrap_diff(y, [a], [b], n=20_000, seed=3)["accuracy"]
+    assert got["test_var"] == pytest.approx(analytic, rel=0.04)
+    assert got["seed_var_a"] == got["seed_var_b"] == 0.0 and got["df"] == float("inf")
+    half = 1.959964 * np.sqrt(analytic)
+    assert got["diff"] == pytest.approx(p10 - p01, abs=1e-12)
+    assert (got["lo"], got["hi"]) == pytest.approx((p10 - p01 - half, p10 - p01 + half),
+                                                   abs=0.02 * half)
+
+
+def _seeded_runs(rng, y, difficulty, accuracy: float, seed_sd: float,
+                 runs: int) -> list[np.ndarray]:
+    """Replicates of a model whose accuracy varies by seed (normal, sd seed_sd) around
+    `accuracy`. Every replicate (and the other model) finds the same rows hard (difficulty,
+    uniform per row), except on a random tenth of the rows per replicate: seeds of a real model
+    mostly agree row by row. A wrong row gets another class at random."""
+    out = []
+    for _ in range(runs):
+        p = accuracy + rng.normal(0.0, seed_sd)
+        own = np.where(rng.random(len(y)) < 0.1, rng.random(len(y)), difficulty)
+        wrong = (y + rng.integers(1, 5, len(y))) % 5
+        out.append(np.where(own < p, y, wrong))
+    return out
+
+
+def test_interval_for_the_mean_covers_the_true_difference_with_seed_and_test_noise():
+    # 200 simulated experiments with known expected accuracies 0.60 (A, seed sd 0.03, 4 seeds)
+    # and 0.55 (B, seed sd 0.01, 3 seeds) on 600 fresh test rows each: a 95% interval for the
+    # difference of the means must cover +0.05 about 95% of the time. The bootstrap of the
+    # test rows alone (the seeds' spread left out) covers far less.
+    rng = np.random.default_rng(30)
+    covered = test_only = 0
+    trials = 200
+    for t in range(trials):
+        y = rng.integers(0, 5, 600)
+        difficulty = rng.random(600)
+        a = _seeded_runs(rng, y, difficulty, 0.60, 0.03, 4)
+        b = _seeded_runs(rng, y, difficulty, 0.55, 0.01, 3)
+        got = metrics.seeded_bootstrap_diff(y, a, b, n=400, seed=t)["accuracy"]
+        covered += got["lo"] <= 0.05 <= got["hi"]
+        half = 1.959964 * np.sqrt(got["test_var"])
+        test_only += got["diff"] - half <= 0.05 <= got["diff"] + half
+    assert 0.90 <= covered / trials <= 0.99      # 0.961 over 1,000 trials (seed 99)
+    assert test_only / trials < 0.85
+
+
+def test_seed_top_up_rule_and_detectable_difference_known_values():
+    # t(0.975, 4 df) = 2.7764 (a t table): (2.7764 * 0.017 / 0.01)^2 = 22.3 -> 23 seeds
+    assert metrics.seeds_for_half_width(0.017, runs=5, half_width=0.01, cap=50) == 23
+    assert metrics.seeds_for_half_width(0.017, runs=5, half_width=0.01, cap=10) == 10
+    assert metrics.seeds_for_half_width(0.0, runs=5, half_width=0.01, cap=10) == 5
+    # (z(0.975) + z(0.8)) * se = (1.959964 + 0.841621) * 0.01
+    assert metrics.detectable_difference(0.01, float("inf")) == pytest.approx(0.0280159, abs=1e-6)
+    with pytest.raises(ValueError, match="runs"):
+        metrics.seeds_for_half_width(0.01, runs=1, half_width=0.01, cap=10)
 
 
 def test_paired_diff_detects_a_better_model():

@@ -4,6 +4,7 @@ Every expected size, difference and sentence below is worked out by hand in the 
 """
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -97,31 +98,45 @@ def _predictions(correct_per_class: int, per_class: int = 40, wrong_rows: slice 
     return pd.DataFrame({"review_id": ids, "label": labels, "pred": pred})
 
 
+SENTENCE = re.compile(
+    r"at [\d,]+ rows (?P<phrase>.*): (?P<diff>[+-]\d\.\d{3}) \[(?P<lo>-?\d\.\d{3}), "
+    r"(?P<hi>-?\d\.\d{3})\]")
+PHRASE_OF = {"the LSTM beats the LR by more than": "lstm_better",
+             "the LR beats the LSTM by more than": "lr_better",
+             "are equivalent within": "equivalent", "is not worse than": "not_worse",
+             "does not beat": "does_not_beat", "inconclusive": "inconclusive"}
+
+
 def _parse(sentence: str) -> tuple[str, float, float, float]:
-    m = re.fullmatch(r"at [\d,]+ rows (the LSTM beats the LR|the LR beats the LSTM|no difference)"
-                     r".*: ([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\]", sentence)
+    m = SENTENCE.fullmatch(sentence)
     assert m, sentence
-    word = {"the LSTM beats the LR": "lstm_better", "the LR beats the LSTM": "lr_better",
-            "no difference": "no_difference"}[m.group(1)]
-    return word, float(m.group(2)), float(m.group(3)), float(m.group(4))
+    (word,) = [w for key, w in PHRASE_OF.items() if key in m["phrase"]]
+    return word, float(m["diff"]), float(m["lo"]), float(m["hi"])
 
 
-def test_sentence_format_and_the_margin():
-    assert (verdict.verdict_sentence(8_000_000, 0.0123, 0.006, 0.020,
-                                     "mllib, 4,000 TF-IDF features", margin=0.005)
+def test_the_six_outcomes_and_their_sentences():
+    # margin 0.01; each interval placed by hand against -0.01 and +0.01
+    m = 0.01
+    cases = [((0.011, 0.05), "lstm_better"), ((-0.05, -0.011), "lr_better"),
+             ((-0.009, 0.009), "equivalent"), ((-0.009, 0.03), "not_worse"),
+             ((-0.03, 0.009), "does_not_beat"), ((-0.046, 0.016), "inconclusive"),
+             ((0.01, 0.05), "not_worse"),          # must clear the margin: lo = m is not > m
+             ((-0.01, 0.009), "does_not_beat")]    # lo = -m is not inside
+    for (lo, hi), expected in cases:
+        assert verdict.outcome(lo, hi, m) == expected, (lo, hi)
+        word, _, got_lo, got_hi = _parse(verdict.verdict_sentence(77_946, (lo + hi) / 2, lo, hi,
+                                                                  margin=m))
+        assert word == expected and (got_lo, got_hi) == (round(lo, 3), round(hi, 3))
+    assert (verdict.verdict_sentence(8_000_000, 0.0123, 0.011, 0.020,
+                                     "mllib, 4,000 TF-IDF features", margin=0.01)
             == "at 8,000,000 rows the LSTM beats the LR (mllib, 4,000 TF-IDF features) by more "
-               "than the margin 0.005: +0.012 [0.006, 0.020]")
-    # above 0 but not above the margin: no difference larger than the margin
-    assert (verdict.verdict_sentence(200_000, 0.008, 0.003, 0.013, margin=0.005)
-            == "at 200,000 rows no difference larger than the margin 0.005 was detected "
-               "between the LSTM and the LR: +0.008 [0.003, 0.013]")
-    assert (verdict.verdict_sentence(50_000, -0.131, -0.2, -0.05, margin=0.005)
-            == "at 50,000 rows the LR beats the LSTM by more than the margin 0.005: "
-               "-0.131 [-0.200, -0.050]")
-    assert verdict.outcome(0.0051, 0.1, 0.005) == "lstm_better"
-    assert verdict.outcome(0.005, 0.1, 0.005) == "no_difference"     # must clear the margin
-    assert verdict.outcome(-0.1, -0.0051, 0.005) == "lr_better"
-    assert verdict.outcome(-0.1, 0.1, 0.005) == "no_difference"
+               "than the margin 0.01: +0.012 [0.011, 0.020]")
+    # the Digital Software result of the first study-real run (docs/results-digital-software.md)
+    assert (verdict.verdict_sentence(77_946, -0.014, -0.046, 0.016, margin=0.005)
+            == "at 77,946 rows inconclusive: the interval of the LSTM against the LR reaches "
+               "past both −0.005 and +0.005, so a difference larger than 0.005 either way is "
+               "neither shown nor ruled out: -0.014 [-0.046, 0.016]")
+    assert set(verdict.OUTCOMES) == set(PHRASE_OF.values())
     with pytest.raises(ValueError, match="margin"):
         verdict.outcome(0, 1, -0.1)
 
@@ -157,9 +172,10 @@ def test_lstm_equal():
     s = paired["score"]
     assert s["diff"] == pytest.approx(0.0) and s["lo"] < 0 < s["hi"]
     word, diff, _, _ = _parse(verdict.verdict_sentence(50_000, s["diff"], s["lo"], s["hi"]))
-    assert word == "no_difference" and diff == 0.0
-    same = verdict.paired_comparison(lstm, lstm, n=100, seed=1)["score"]   # [0, 0] contains 0
-    assert (same["lo"], same["hi"], same["outcome"]) == (0.0, 0.0, "no_difference")
+    assert word == "inconclusive" and diff == 0.0
+    # a model against itself: [0, 0], equivalent within any margin > 0 (none within 0)
+    same = verdict.paired_comparison(lstm, lstm, n=100, seed=1, margin=0.01)["score"]
+    assert (same["lo"], same["hi"], same["outcome"]) == (0.0, 0.0, "equivalent")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -175,24 +191,30 @@ def test_seeded_interval_has_the_known_answer():
     assert s["diff"] == pytest.approx(0.20)
     assert s["a_runs"] == pytest.approx([0.75, 0.80, 0.85]) and s["b_runs"] == pytest.approx([0.6] * 3)
     assert s["a_sd"] == pytest.approx(0.05) and s["b_sd"] == pytest.approx(0.0)
-    # the interval spans the seeds' spread (0.15 .. 0.25) plus a little test noise
-    assert 0.12 < s["lo"] < 0.155 and 0.245 < s["hi"] < 0.28
-    assert s["outcome"] == "lstm_better"
-    # one seed of each: the plain paired bootstrap, far narrower than the seeds' spread
+    # an interval for the mean of 3 LSTM seeds (the LR has no seed spread): the seed part
+    # alone is se 0.05 / sqrt(3) = 0.02887; with a t quantile above z and the test rows' noise
+    # added, wider than 0.20 ± 1.96 * 0.02887 = [0.1434, 0.2566]; narrower than the seeds'
+    # t interval with 2 df widened by the test noise, within [0.05, 0.35]
+    assert 0.05 < s["lo"] < 0.1434 and 0.2566 < s["hi"] < 0.35
+    assert 2.0 < s["df"] < float("inf")
+    assert s["outcome"] == "lstm_better" and s["seed_var_b"] == 0.0
+    assert s["seed_var_a"] == pytest.approx(0.05 ** 2 / 3)
+    # one seed of each: only the test rows' noise, far narrower than the seeds' spread
     single = verdict.replicated_comparison(lstm[1:2], lr[:1], n=2000, seed=3)["score"]
-    assert (s["hi"] - s["lo"]) - (single["hi"] - single["lo"]) > 0.05
+    assert (s["hi"] - s["lo"]) - (single["hi"] - single["lo"]) > 0.1
 
 
-def test_seed_noise_can_turn_a_win_into_no_difference():
+def test_seed_noise_can_turn_a_win_into_an_inconclusive_result():
     # LSTM seeds 0.55, 0.65, 0.75 against an LR at 0.60: mean +0.05. Its best seed alone beats
-    # the LR clearly (+0.15, tight interval), but over its seeds the interval contains 0.
+    # the LR clearly (+0.15, tight interval), but over its seeds the interval for the mean is
+    # +0.05 ± 4.303 * 0.1 / sqrt(3) = [-0.198, 0.298] at least: past both -0.005 and +0.005.
     lstm = [_predictions(k, per_class=400) for k in (220, 260, 300)]
     lr = [_predictions(240, per_class=400)]
     best_seed = verdict.replicated_comparison(lstm[2:], lr, n=2000, seed=5, margin=0.005)
     assert best_seed["score"]["outcome"] == "lstm_better"
     out = verdict.replicated_comparison(lstm, lr, n=2000, seed=5, margin=0.005)["score"]
-    assert out["diff"] == pytest.approx(0.05) and out["lo"] < 0 < out["hi"]
-    assert out["outcome"] == "no_difference"
+    assert out["diff"] == pytest.approx(0.05) and out["lo"] < -0.19 and out["hi"] > 0.29
+    assert out["outcome"] == "inconclusive"
 
 
 # --------------------------------------------------------------------------- offsets
@@ -317,9 +339,9 @@ def test_replicates_enter_the_verdict_not_the_curves():
     assert comp["lstm_runs"] == ["lstm_f", "lstm_f1", "lstm_f2"] and comp["lr_runs"] == ["lr_f"]
 
 
-def test_decide_with_offsets_and_the_overall_lr():
-    # Every model's validation and test predictions are the same biased probabilities; the LR
-    # settings differ only in their validation score (the hashed one is higher: overall).
+def test_decide_with_offsets_and_the_primary_result():
+    # Every model's validation and test predictions are the same biased probabilities; the LSTM
+    # is right everywhere. Both LR settings are at the same size: both enter the primary result.
     labels, proba = _biased_proba()
     ids = [f"r{i:03d}" for i in range(labels.size)]
     frame = pd.DataFrame({"review_id": ids, "label": labels, "pred": proba.argmax(axis=1),
@@ -334,18 +356,69 @@ def test_decide_with_offsets_and_the_overall_lr():
         return good if run_id == "lstm" else frame
 
     decided = verdict.decide(verdict.annotate(results), load, n=200, seed=1, margin=0.005)
-    assert [d["lr_series"] for d in decided if d.get("overall")] == \
-        ["LR (mllib, hashed 1,048,576 TF-IDF features)"]
+    assert all(d["primary"] for d in decided) and len(decided) == 2
     for d in decided:
-        # raw: 1.0 − 0.0; with offsets fitted on validation the LR is perfect too: 1.0 − 1.0
+        # raw: 1.0 − 0.0 on every resample; with offsets fitted on validation the LR is
+        # perfect too: 1.0 − 1.0
         assert d["raw"]["score"]["diff"] == pytest.approx(1.0)
         assert d["offsets"]["score"]["diff"] == pytest.approx(0.0)
         assert d["decided_on"] == "raw" and d["outcome"] == "lstm_better"
+    primary = verdict.primary_result(decided, margin=0.005)
+    assert primary["outcome"] == "lstm_better" and primary["warnings"] == []
+    assert primary["sentence"].startswith(
+        "Primary result (raw score, mean over seeds; the LSTM against every LR setting selected "
+        "on validation: mllib, 4,000 TF-IDF features; mllib, hashed 1,048,576 TF-IDF features): "
+        "at 1,000 rows the LSTM beats the best of these LR settings by more than the margin")
     on_offsets = verdict.decide(verdict.annotate(results), load, n=200, seed=1, margin=0.005,
                                 decide_on="offsets")
-    assert {d["outcome"] for d in on_offsets} == {"no_difference"}
-    assert verdict.overall_sentence(on_offsets).startswith("Overall (against the best LR on "
-                                                           "validation, mllib, hashed")
+    assert {d["outcome"] for d in on_offsets} == {"equivalent"}      # [0, 0] inside ±0.005
+    assert verdict.primary_result(on_offsets, margin=0.005)["outcome"] == "equivalent"
+
+
+def _decided(label: str, diff: float, lo: float, se: float, **flags) -> dict:
+    return {"primary": True, "decided_on": "raw", "rows": 77_946, "lr_label": label,
+            "lr_series": f"LR ({label})", **flags,
+            "raw": {"score": {"diff": diff, "lo": lo, "hi": diff + 1.959964 * se, "se": se,
+                              "df": float("inf")}}}
+
+
+def test_primary_result_needs_every_lr_setting_and_flags_weak_comparators():
+    # LSTM − 4k LR +0.030 [+0.0104, ...] and LSTM − hashed LR +0.020 [+0.0004, ...]: against
+    # the best LR the lower end is the smaller one, 0.0004; the upper ends widen to
+    # z(1 - 0.05/4) = 2.241403 for two settings: 0.030 + 2.241403 * 0.010 = 0.05241 and
+    # 0.020 + 2.241403 * 0.010 = 0.04241 -> hi 0.04241. 0.0004 is not above 0.01: not_worse.
+    both = [_decided("4k", 0.030, 0.0104, 0.010), _decided("hashed", 0.020, 0.0004, 0.010,
+                                                            lr_converged=False)]
+    primary = verdict.primary_result(both, alpha=0.05, margin=0.01)
+    assert (primary["lo"], primary["hi"]) == pytest.approx((0.0004, 0.0424140), abs=1e-6)
+    assert primary["diff"] == pytest.approx(0.020) and primary["outcome"] == "not_worse"
+    # against the 4k LR alone the LSTM would be better by more than the margin
+    alone = verdict.primary_result(both[:1], alpha=0.05, margin=0.01)
+    assert alone["outcome"] == "lstm_better" and alone["warnings"] == []
+    (warning,) = primary["warnings"]
+    assert warning.startswith("Warning: the comparator LR (hashed) did not converge")
+    edge = verdict.primary_result([_decided("4k", 0.03, 0.0104, 0.01, lr_grid_edge=True)],
+                                  margin=0.01)
+    assert "chosen at an edge of lr.reg_grid" in edge["warnings"][0]
+    assert verdict.primary_result([], margin=0.01) is None
+
+
+def test_comparator_flags_read_convergence_and_the_grid_edge():
+    grid = lambda chosen: json.dumps([{"reg_param": r, "selected": r == chosen}  # noqa: E731
+                                      for r in (1e-5, 1e-4, 1e-3)])
+    table = pd.DataFrame([
+        {"run_id": "a", "converged": True, "lr_grid": grid(1e-4)},
+        {"run_id": "b", "converged": True, "lr_grid": grid(1e-5)},     # at the low end
+        {"run_id": "c", "converged": False, "lr_grid": grid(1e-4)},
+        {"run_id": "d", "converged": None, "lr_grid": None}])
+    assert verdict.comparator_flags(table, ["a"]) == {
+        "lr_converged": True, "lr_grid_edge": False, "lr_reg_params": [1e-4]}
+    assert verdict.comparator_flags(table, ["a", "b"])["lr_grid_edge"] is True
+    assert verdict.comparator_flags(table, ["a", "c"])["lr_converged"] is False
+    assert verdict.comparator_flags(table, ["d"]) == {
+        "lr_converged": None, "lr_grid_edge": None, "lr_reg_params": []}
+    assert verdict.grid_edge([1e-5, 1e-4], 1e-5) is False      # two points: no interior
+    assert verdict.grid_edge([1e-5, 1e-4, 1e-3], 1e-3) is True
 
 
 def test_series_labels():

@@ -193,7 +193,7 @@ class LSTMConfig:
     clipnorm: float | None = _f()
     batch_size: int = _f(**rng(1))
     epochs: int = _f(**rng(1))
-    min_steps: int = _f(**rng(0))         # optimizer steps at least: epochs are raised to reach them
+    min_steps: int = _f(**rng(0))         # planned epochs are raised to reach this many steps (early stopping may end sooner)
     class_weight: Literal["balanced", "none"] = _f()
     early_stopping_patience: int = _f(**rng(0))
     monitor: Literal["val_score", "val_loss"] = _f()  # best epoch / early stopping on this
@@ -268,8 +268,12 @@ class ExperimentConfig:
     models: list[Literal["lr", "lstm"]]
     lr_engines: list[Literal["mllib", "sklearn"]]
     lr_features: list[LRFeaturesConfig]     # the LSTM uses the first setting's encode output
-    seeds: int = _f(**rng(1))               # replicates of the selected cells at the largest size
+    seeds: int | Literal["auto"] = _f()     # replicates of the selected cells at the largest size; auto: 5, then the top-up rule
+    seed_half_width: float = _f(**rng(0, lo_open=True))  # seeds auto: target half-width h of the seed part of a mean's interval
+    max_seeds: int = _f(**rng(1))           # seeds auto: at most this many replicates per cell
     lstm_units: list[int] | None = _f()     # LSTM widths in the grid (chosen on validation); null: lstm.units
+    lstm_learning_rates: list[float] | None = _f()  # LSTM learning rates (per rank) in the grid; null: lstm.learning_rate
+    tuning_size: int | Literal["full"] | None = _f()  # the LSTM grid runs at this size, its choice carried to the others; null: every size
 
     def validate(self, path: str) -> None:
         for name in ("samplers", "models", "lr_engines", "lr_features"):
@@ -278,6 +282,13 @@ class ExperimentConfig:
                 raise ValueError(f"{path}.{name}: need at least one entry")
             if len(set(map(str, values))) != len(values):
                 raise ValueError(f"{path}.{name}: repeated entry in {values}")
+        if isinstance(self.seeds, int) and self.seeds < 1:
+            raise ValueError(f"{path}.seeds: {self.seeds} is out of range (must be >= 1 or auto)")
+        if self.lstm_learning_rates is not None:
+            rates = self.lstm_learning_rates
+            if not rates or any(r <= 0 for r in rates) or len(set(rates)) != len(rates):
+                raise ValueError(f"{path}.lstm_learning_rates: need distinct rates > 0, or null "
+                                 f"(got {rates})")
         if self.lstm_units is not None:
             if not self.lstm_units or any(u < 1 for u in self.lstm_units) \
                     or len(set(self.lstm_units)) != len(self.lstm_units):

@@ -176,10 +176,10 @@ def paired_bootstrap_diff(y_true, pred_a, pred_b, n: int, seed: int,
                           alpha: float = 0.05) -> dict[str, dict[str, float]]:
     """Metric(A) − metric(B) on the same test rows, resampled together (a paired bootstrap).
 
-    Returns {metric: {"diff": point difference, "lo", "hi": percentile interval,
-    "share_a_better": share of resamples with diff > 0}}. An interval that excludes 0 means the
-    difference is not explained by which test rows happened to be drawn. One run per model:
-    seeded_bootstrap_diff with one seed each.
+    Returns {metric: {"diff": point difference, "lo", "hi": diff ± z·(bootstrap standard
+    deviation), "share_a_better": share of resamples with diff > 0}}. An interval that excludes
+    0 means the difference is not explained by which test rows happened to be drawn. One run
+    per model: seeded_bootstrap_diff with one seed each.
     """
     out = seeded_bootstrap_diff(y_true, [pred_a], [pred_b], n, seed, alpha)
     return {m: {k: v for k, v in d.items() if k in ("diff", "lo", "hi", "share_a_better")}
@@ -188,16 +188,19 @@ def paired_bootstrap_diff(y_true, pred_a, pred_b, n: int, seed: int,
 
 def seeded_bootstrap_diff(y_true, preds_a: list, preds_b: list, n: int, seed: int,
                           alpha: float = 0.05) -> dict[str, dict[str, Any]]:
-    """Metric(A) − metric(B) when each model was trained with several seeds (replicates).
+    """Metric(A) − metric(B) averaged over each model's seed replicates, with an interval for
+    that mean (what the point estimate claims).
 
-    The interval combines test-set resampling with seed-to-seed variance: every bootstrap
-    resample first draws one of A's replicates and one of B's, uniformly and independently,
-    then resamples the test rows (paired: the same rows for both). With one replicate each this
-    is the plain paired bootstrap. The point difference is the mean of A's replicate scores
-    minus the mean of B's.
+    Two sources of noise are combined (module docstring of mean_diff_interval): each model's
+    seed-to-seed variance of its replicates' scores (s²/k, k replicates) and the test rows'
+    variance of the difference of the two means, from a paired bootstrap of the test rows
+    (every replicate of both models scored on the same resampled rows; n resamples). The
+    interval is diff ± t·se with Welch–Satterthwaite degrees of freedom. With one replicate
+    each it is a paired-bootstrap normal interval.
 
-    Returns {metric: {diff, lo, hi, share_a_better, a_runs, b_runs (per-replicate points),
-    a_sd, b_sd (their standard deviations; 0 for one replicate)}}.
+    Returns {metric: {diff, lo, hi, se, df, half_width, seed_var_a, seed_var_b, test_var,
+    share_a_better (share of resamples with a positive difference of means), a_runs, b_runs
+    (per-replicate points), a_sd, b_sd (their standard deviations; 0 for one replicate)}}.
     """
     _check_boot(n, alpha)
     y_true = _labels(y_true, "y_true")
@@ -208,43 +211,112 @@ def seeded_bootstrap_diff(y_true, preds_a: list, preds_b: list, n: int, seed: in
     for p in preds_a + preds_b:
         if p.shape != y_true.shape:
             raise ValueError(f"row counts differ: y_true {y_true.size}, a prediction {p.size}")
-    k = N_CLASSES
-    # cells[i][j]: counts of (true, pred of A's replicate i, pred of B's replicate j)
-    cells = [[np.bincount((y_true * k + a) * k + b, minlength=k ** 3) for b in preds_b]
-             for a in preds_a]
     points_a = [_metrics_batch(confusion(y_true, a)) for a in preds_a]
     points_b = [_metrics_batch(confusion(y_true, b)) for b in preds_b]
-    rng = np.random.default_rng(seed)
-    n = int(n)
-    if len(preds_a) * len(preds_b) == 1:
-        pairs = {(0, 0): n}     # no draw: the same stream as a single paired bootstrap
-    else:
-        ia = rng.integers(0, len(preds_a), n)
-        ib = rng.integers(0, len(preds_b), n)
-        pairs = {}
-        for i, j in zip(ia.tolist(), ib.tolist()):
-            pairs[(i, j)] = pairs.get((i, j), 0) + 1
-    draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    single = len(preds_a) * len(preds_b) == 1
-    for (i, j), count in sorted(pairs.items()):
-        sub_seed = seed if single else int(rng.integers(2 ** 63))
-        for counts in _resampled_cells(cells[i][j], count, sub_seed):
-            cube = counts.reshape(-1, k, k, k)
-            a = _metrics_batch(cube.sum(axis=3))
-            b = _metrics_batch(cube.sum(axis=2))
-            for m in METRICS:
-                draws[m].append(a[m] - b[m])
+    boot = bootstrap_of_means(y_true, preds_a, preds_b, n, seed)
     out = {}
     for m in METRICS:
-        diffs = np.concatenate(draws[m])
-        lo, hi = _percentiles(diffs, alpha)
         a_runs = [float(p[m]) for p in points_a]
         b_runs = [float(p[m]) for p in points_b]
-        out[m] = {"diff": float(np.mean(a_runs) - np.mean(b_runs)), "lo": lo, "hi": hi,
-                  "share_a_better": float(np.mean(diffs > 0)), "a_runs": a_runs,
-                  "b_runs": b_runs, "a_sd": float(np.std(a_runs, ddof=1)) if len(a_runs) > 1
-                  else 0.0, "b_sd": float(np.std(b_runs, ddof=1)) if len(b_runs) > 1 else 0.0}
+        interval = mean_diff_interval(a_runs, b_runs, float(np.var(boot[m], ddof=1))
+                                      if len(boot[m]) > 1 else 0.0, alpha)
+        out[m] = {**interval, "share_a_better": float(np.mean(boot[m] > 0)),
+                  "a_runs": a_runs, "b_runs": b_runs,
+                  "a_sd": float(np.std(a_runs, ddof=1)) if len(a_runs) > 1 else 0.0,
+                  "b_sd": float(np.std(b_runs, ddof=1)) if len(b_runs) > 1 else 0.0}
     return out
+
+
+def bootstrap_of_means(y_true, preds_a: list, preds_b: list, n: int, seed: int,
+                            chunk: int = 256) -> dict[str, np.ndarray]:
+    """Paired bootstrap of the test rows: {metric: n draws of mean_i metric(A_i) −
+    mean_j metric(B_j)}, every replicate scored on the same resampled rows.
+
+    Rows with the same (label, every prediction) are interchangeable, so the resample draws
+    counts of the distinct patterns from their multinomial (as _resampled_cells) and each
+    replicate's confusion matrix is those counts times the pattern → cell map."""
+    k = N_CLASSES
+    y_true = np.asarray(y_true, dtype=np.int64)
+    stacked = np.column_stack([y_true, *preds_a, *preds_b])
+    patterns, counts = np.unique(stacked, axis=0, return_counts=True)
+    maps = []
+    for r in range(1, stacked.shape[1]):
+        onehot = np.zeros((len(patterns), k * k))
+        onehot[np.arange(len(patterns)), patterns[:, 0] * k + patterns[:, r]] = 1.0
+        maps.append(onehot)
+    n_a = len(preds_a)
+    draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    for resampled in _resampled_cells(counts.astype(np.int64), int(n), seed, chunk):
+        per_run = [_metrics_batch((resampled @ onehot).reshape(-1, k, k)) for onehot in maps]
+        for m in METRICS:
+            mean_a = np.mean([p[m] for p in per_run[:n_a]], axis=0)
+            mean_b = np.mean([p[m] for p in per_run[n_a:]], axis=0)
+            draws[m].append(mean_a - mean_b)
+    return {m: np.concatenate(draws[m]) for m in METRICS}
+
+
+def welch_df(parts: list[tuple[float, float]]) -> float:
+    """Welch–Satterthwaite degrees of freedom of a sum of variance estimates, each given as
+    (variance, its degrees of freedom; math.inf for one known from a large bootstrap):
+    (Σ v)² / Σ v²/df. inf when every finite-df part is 0."""
+    total = sum(v for v, _ in parts)
+    denom = sum(v * v / df for v, df in parts if np.isfinite(df) and df > 0 and v > 0)
+    if total <= 0 or denom <= 0:
+        return float("inf")
+    return float(total * total / denom)
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The q quantile of Student's t with df degrees of freedom (the normal one for df = inf)."""
+    from scipy import stats
+    return float(stats.norm.ppf(q) if not np.isfinite(df) else stats.t.ppf(q, df))
+
+
+def mean_diff_interval(a_runs: list[float], b_runs: list[float], test_var: float,
+                       alpha: float = 0.05) -> dict[str, float]:
+    """Interval for mean(a_runs) − mean(b_runs) when each run is one seed of its model scored
+    on the same test rows: variance s_a²/k_a + s_b²/k_b (seed noise; 0 for one run) +
+    test_var (the test rows' variance of the difference of means, from the paired bootstrap),
+    t quantile with Welch–Satterthwaite degrees of freedom (the bootstrap part counts as known:
+    infinite df). Returns {diff, lo, hi, se, df, half_width, seed_var_a, seed_var_b,
+    test_var}."""
+    if not a_runs or not b_runs:
+        raise ValueError("mean_diff_interval: need at least one run of each model")
+    if not test_var >= 0:
+        raise ValueError(f"mean_diff_interval: test_var must be >= 0, got {test_var}")
+    ka, kb = len(a_runs), len(b_runs)
+    var_a = float(np.var(a_runs, ddof=1)) / ka if ka > 1 else 0.0
+    var_b = float(np.var(b_runs, ddof=1)) / kb if kb > 1 else 0.0
+    df = welch_df([(var_a, ka - 1), (var_b, kb - 1), (float(test_var), float("inf"))])
+    se = float(np.sqrt(var_a + var_b + test_var))
+    half = t_quantile(1.0 - alpha / 2.0, df) * se
+    diff = float(np.mean(a_runs) - np.mean(b_runs))
+    return {"diff": diff, "lo": diff - half, "hi": diff + half, "se": se, "df": df,
+            "half_width": half, "seed_var_a": var_a, "seed_var_b": var_b,
+            "test_var": float(test_var)}
+
+
+def detectable_difference(se: float, df: float, alpha: float = 0.05,
+                          power: float = 0.8) -> float:
+    """The smallest true difference a two-sided test at alpha detects with the given power,
+    for an estimate with standard error se and df degrees of freedom:
+    (t_{1−α/2} + t_{power}) · se."""
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must be in (0, 1), got {power}")
+    return (t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)) * float(se)
+
+
+def seeds_for_half_width(sd: float, runs: int, half_width: float, cap: int,
+                         alpha: float = 0.05) -> int:
+    """The seed top-up rule: k = ⌈(t·ŝ/h)²⌉ replicates so that the seed part of a mean's
+    interval, t·ŝ/√k, is at most h — t the 1 − α/2 quantile with runs − 1 degrees of freedom
+    (the runs that estimated ŝ), clipped to [runs, cap]."""
+    if runs < 2:
+        raise ValueError(f"seeds_for_half_width: need >= 2 runs to estimate a spread, got {runs}")
+    if not half_width > 0:
+        raise ValueError(f"seeds_for_half_width: target half-width must be > 0, got {half_width}")
+    need = int(np.ceil((t_quantile(1.0 - alpha / 2.0, runs - 1) * float(sd) / half_width) ** 2))
+    return int(min(max(need, runs), max(cap, runs)))
 
 
 # --------------------------------------------------------------------------- decision offsets

@@ -60,10 +60,12 @@ class Report:
     verdicts: list[dict[str, Any]]
     plateaus: list[dict[str, Any]]
     tables: dict[str, Table] = field(default_factory=dict)
+    primary: dict[str, Any] | None = None
 
     @property
     def sentences(self) -> list[str]:
-        return [v["sentence"] for v in self.verdicts]
+        """The primary result and its warnings, then one sentence per LR setting."""
+        return verdict.primary_sentences(self.primary) + [v["sentence"] for v in self.verdicts]
 
 
 # --------------------------------------------------------------------------- cells
@@ -477,35 +479,54 @@ def build_report(results: pd.DataFrame, load_predictions: Callable[..., pd.DataF
     """
     table = verdict.annotate(results, full_rows_from_manifests(manifests))
     curves = table[table["in_curve"]].reset_index(drop=True)
-    plateaus = verdict.curve_plateaus(curves, plateau_min_gain)
+    points = one_per_point(curves)
+    plateaus = verdict.curve_plateaus(points, plateau_min_gain)
     verdicts = verdict.decide(table, load_predictions, n=bootstrap, seed=seed, alpha=alpha,
                               margin=margin, decide_on=decide_on)
+    primary = verdict.primary_result(verdicts, alpha, margin)
     ordered = table.sort_values(["model", "series", "train_rows", "sample_method", "replicate"],
                                 kind="stable", na_position="last")
     page = _Page()
     page.section("Pre-registered comparison")
     page.paragraph(preregistration(margin=margin, decide_on=decide_on, alpha=alpha,
                                    bootstrap=bootstrap, seed=seed))
-    _verdict_section(page, verdicts)
+    _verdict_section(page, verdicts, primary, margin, alpha)
+    _design_section(page, verdicts, table, config)
     _selection_section(page, curves)
-    _curves_section(page, curves, plateaus, alpha, plateau_min_gain, include_study_points)
+    _lstm_training_section(page, table)
+    _curves_section(page, points, plateaus, alpha, plateau_min_gain, include_study_points)
     page.section("Results", "Every row of the results table (in_curve: the run is on the "
                  "curves; a rerun of the same series and tag supersedes the earlier one; "
                  "replicate > 0: a seed replicate of a selected cell, used by the verdict only).")
     page.add_table(_frame_table("results", ordered, list(RESULT_COLUMNS)))
-    size = _sampling_section(page, curves, sampling_at)
+    size = _sampling_section(page, points, sampling_at)
     best_runs = _best_section(page, curves, load_predictions)
     _data_sections(page, manifests, size)
     _timings_section(page, manifests, table, ordered)
     _config_section(page, ordered, table, config, versions, manifests)
-    summary = {"verdicts": verdicts, "overall": verdict.overall_sentence(verdicts),
+    summary = {"verdicts": verdicts, "primary": primary,
+               "sentences": verdict.primary_sentences(primary)
+               + [v["sentence"] for v in verdicts],
                "plateaus": plateaus, "best_runs": best_runs,
                "sampling_size": size, "plateau_min_gain": plateau_min_gain,
                "bootstrap": bootstrap, "seed": seed, "alpha": alpha, "margin": margin,
                "decide_on": decide_on}
     page.files["verdict.json"] = verdict.dumps(summary).encode()
     page.files.update(page.render(title))
-    return Report(files=page.files, verdicts=verdicts, plateaus=plateaus, tables=page.tables)
+    return Report(files=page.files, verdicts=verdicts, plateaus=plateaus, tables=page.tables,
+                  primary=primary)
+
+
+def one_per_point(curves: pd.DataFrame) -> pd.DataFrame:
+    """One run per (series, sampler, training rows): where the LSTM's tuning grid trained
+    several settings of a cell, the one with the highest validation score (the choice made on
+    validation), so that every curve has one point per size."""
+    if curves.empty:
+        return curves
+    ordered = curves.assign(_val=pd.to_numeric(curves["val_score"], errors="coerce"))
+    ordered = ordered.sort_values("_val", ascending=False, kind="stable", na_position="last")
+    keep = ordered.drop_duplicates(["series", "sample_method", "train_rows"]).index
+    return curves.loc[sorted(keep)].reset_index(drop=True)
 
 
 def preregistration(*, margin: float, decide_on: str, alpha: float, bootstrap: int,
@@ -514,31 +535,38 @@ def preregistration(*, margin: float, decide_on: str, alpha: float, bootstrap: i
     basis = ("raw predictions (argmax of the class probabilities)" if decide_on == "raw" else
              "predictions after per-class decision offsets fitted on the validation split")
     return (
-        "Competing: the LSTM against each LR feature setting (the study's 4,000 top-count "
-        "TF-IDF 1-3-grams and the hashed 1-3-grams), at the largest training size both have. "
-        "Chosen on the validation split only: each trainer's hyperparameters (the LR's "
-        "regularisation over lr.reg_grid; the LSTM's best epoch by the validation score) and, "
-        "per model and size, the sampler with the highest validation score. The selected cells "
-        "at the largest size are retrained with experiment.seeds seeds. The test split is read "
-        "once per selected model to compare; test scores of the other cells are only drawn on "
-        "the curves, never used to choose. "
-        f"Interval: LSTM − LR score on the same test rows, {1 - alpha:.0%} percentile bootstrap "
-        f"({bootstrap} resamples, seed {seed}) that draws one seed replicate of each model per "
-        "resample and then the test rows, so it includes seed-to-seed variance. "
-        f"Decision on {basis}: the LSTM beats an LR only if the whole interval is above "
-        f"+{margin:g}; the LR beats the LSTM only if it is below −{margin:g}; otherwise no "
-        "difference larger than the margin was detected. The other basis is reported beside it. "
-        "The overall sentence is the comparison with the LR setting of highest validation score.")
+        "Question: does the LSTM beat the plateaued LR? Primary result: the LSTM against every "
+        "LR feature setting (the study's 4,000 top-count TF-IDF 1-3-grams and the hashed "
+        "1-3-grams), each selected on validation, at the largest training size both have, on "
+        f"the study's score of the {basis}; the LSTM beats the plateau only if it beats each. "
+        "Accuracy, macro F1 and the other basis are descriptive. "
+        "Chosen on the validation split only: the LR's regularisation (lr.reg_grid), the "
+        "LSTM's learning rate and width (experiment.lstm_learning_rates x lstm_units at the "
+        "tuning size, carried to the larger sizes) and its best epoch, and per model and size "
+        "the sampler. The selected cells at the largest size are retrained with "
+        "experiment.seeds seeds (auto: 5, topped up by the rule in docs/report.md). Test scores "
+        "of the other cells are only drawn on the curves, never used to choose. "
+        f"Interval: for LSTM − LR of the mean over seeds, {1 - alpha:.0%}: each model's seed "
+        f"variance (s²/k) plus the paired test-row bootstrap variance ({bootstrap} resamples, "
+        "seed "
+        f"{seed}), t with Welch–Satterthwaite degrees of freedom. Decision with the margin "
+        f"m = {margin:g} (report.margin, the effect size of interest): better by more than m "
+        "(lo > m); worse by more than m (hi < −m); equivalent within ±m (both ends inside); "
+        "not worse by more than m, a gain not shown (only lo > −m); does not beat by m (only "
+        "hi < m); otherwise inconclusive. An LR that did not converge or was chosen at its "
+        "grid's edge is flagged and the primary result then carries a warning.")
 
 
-def _verdict_section(page: _Page, verdicts: list[dict]) -> None:
+def _verdict_section(page: _Page, verdicts: list[dict], primary: dict | None, margin: float,
+                     alpha: float) -> None:
     page.section("Verdict", "Does an LSTM trained on the full corpus beat the plateaued "
-                 "class-balanced LR? One sentence per LR setting (LSTM − LR score, interval), "
-                 "then the numbers on both bases.")
-    overall = verdict.overall_sentence(verdicts)
+                 "class-balanced LR? The primary result first (the LSTM against every LR "
+                 "setting selected on validation), then one sentence per LR setting; the "
+                 "table shows every metric on both bases (role: primary or descriptive).")
+    lines = ([(primary["sentence"], True)] + [(w, True) for w in primary["warnings"]]
+             if primary else [])
     if verdicts:
-        page.add_list("verdict-sentences", ([(overall, True)] if overall else [])
-                      + [(v["sentence"], False) for v in verdicts])
+        page.add_list("verdict-sentences", lines + [(v["sentence"], False) for v in verdicts])
     else:
         page.add_list("verdict-sentences", [("No verdict yet: no size has selected runs of "
                                              "both the LSTM and an LR.", False)])
@@ -550,14 +578,116 @@ def _verdict_section(page: _Page, verdicts: list[dict]) -> None:
                 continue
             for m in metrics.METRICS:
                 d = numbers[m]
-                rows.append([v["lr_series"], v["rows"], basis, m, v["lstm_cell"], v["lr_cell"],
-                             len(v["lstm_runs"]), len(v["lr_runs"]), d["diff"], d["lo"], d["hi"],
-                             d["a_sd"], d["b_sd"], d["share_a_better"], d["outcome"],
-                             v["n_test"]])
-    page.add_table(Table("verdict", ["lr_series", "rows", "basis", "metric", "lstm_cell",
-                                     "lr_cell", "lstm_seeds", "lr_seeds", "diff", "lo", "hi",
-                                     "lstm_seed_sd", "lr_seed_sd", "share_lstm_better",
-                                     "outcome", "n_test"], rows))
+                role = ("primary" if v.get("primary") and basis == v["decided_on"]
+                        and m == "score" else "descriptive")
+                rows.append([v["lr_series"], v["rows"], basis, m, role, v["lstm_cell"],
+                             v["lr_cell"], len(v["lstm_runs"]), len(v["lr_runs"]), d["diff"],
+                             d["lo"], d["hi"], d["half_width"], d["detectable"], d["df"],
+                             d["a_sd"], d["b_sd"], d["outcome"], v.get("lr_converged"),
+                             v.get("lr_grid_edge"), v["n_test"]])
+    page.add_table(Table("verdict", ["lr_series", "rows", "basis", "metric", "role",
+                                     "lstm_cell", "lr_cell", "lstm_seeds", "lr_seeds", "diff",
+                                     "lo", "hi", "half_width", "detectable", "df",
+                                     "lstm_seed_sd", "lr_seed_sd", "outcome", "lr_converged",
+                                     "lr_grid_edge", "n_test"], rows),
+                   f"LSTM − LR, mean over seeds, {1 - alpha:.0%} interval; detectable: the "
+                   "smallest true difference this design detects with 80% power; "
+                   "lr_converged / lr_grid_edge: flags of the comparator LR")
+
+
+def _design_section(page: _Page, verdicts: list[dict], table: pd.DataFrame,
+                    config: Mapping[str, Any]) -> None:
+    """What the run could resolve (half-width, detectable difference against the margin), the
+    seeds used and the seed rule, and both models' tuning budgets."""
+    exp = dict(config.get("experiment") or {})
+    margin = float((config.get("report") or {}).get("margin") or 0.0)
+    page.section("Design: resolution, seeds and tuning budgets",
+                 "Half-width: of the primary score interval as run; detectable: the smallest "
+                 "true LSTM − LR difference this design finds with 80% power at the test's "
+                 f"level. The margin m = {margin:g} is only decidable where both are below it. "
+                 "Seeds: the replicates each compared cell had, their validation scores' "
+                 "spread (what the seed rule reads) and the number the rule asks for.")
+    rows = []
+    for v in verdicts:
+        if v.get("primary"):
+            d = (v[v["decided_on"]] or v["raw"])["score"]
+            rows.append([v["lr_series"], v["rows"], d["half_width"], d["detectable"], margin,
+                         d["detectable"] <= margin])
+    page.add_table(Table("resolution", ["lr_series", "rows", "half_width", "detectable",
+                                        "margin", "margin_resolvable"], rows),
+                   "Resolution of the primary comparisons")
+    page.add_table(seed_plan_table(verdicts, table, exp), "Seeds used")
+    page.add_table(budget_table(table), "Tuning budgets (every fit of the grid and the seeds)")
+
+
+def seed_plan_table(verdicts: list[dict], table: pd.DataFrame, exp: Mapping[str, Any]) -> Table:
+    """Per compared cell: seeds used, the sd of their validation scores and the rule's k
+    (metrics.seeds_for_half_width with experiment.seed_half_width), capped at
+    experiment.max_seeds and uncapped."""
+    half = exp.get("seed_half_width")
+    cap = exp.get("max_seeds")
+    rows, seen = [], set()
+    for v in verdicts:
+        for model, cell, runs in (("LSTM", v["lstm_cell"], v["lstm_runs"]),
+                                  (v["lr_series"], v["lr_cell"], v["lr_runs"])):
+            if (model, cell) in seen:
+                continue
+            seen.add((model, cell))
+            vals = pd.to_numeric(table[table["run_id"].isin(runs)]["val_score"],
+                                 errors="coerce").dropna()
+            sd = float(vals.std(ddof=1)) if len(vals) > 1 else None
+            wanted = (metrics.seeds_for_half_width(sd, len(vals), float(half), int(cap))
+                      if sd is not None and half and cap else None)
+            uncapped = (metrics.seeds_for_half_width(sd, len(vals), float(half), UNCAPPED)
+                        if sd is not None and half else None)
+            rows.append([model, cell, len(runs), sd, wanted, uncapped, cap, exp.get("seeds")])
+    return Table("seed_plan", ["model", "cell", "seeds_used", "val_score_sd", "rule_k",
+                               "rule_k_uncapped", "max_seeds", "experiment_seeds"], rows)
+
+
+UNCAPPED = 10 ** 9     # seeds_for_half_width's cap when the report shows what the rule asks for
+
+
+def budget_table(table: pd.DataFrame) -> Table:
+    """Per model series: the fits it got (an LR run fits every lr.reg_grid point; an LSTM run
+    is one fit) and their fitting minutes (wall time of the fits on this machine's cores)."""
+    rows = []
+    latest = table[table["latest"]] if "latest" in table.columns else table
+    for series, group in latest.groupby("series", sort=True):
+        fits = 0
+        for r in group.to_dict("records"):
+            raw = r.get("lr_grid")
+            fits += len(json.loads(raw)) if isinstance(raw, str) and raw else 1
+        rows.append([series, int(len(group)), fits, _minutes(group, "fit_seconds"),
+                     _minutes(group, "stage_seconds")])
+    return Table("budgets", ["series", "runs", "fits", "fit_minutes", "stage_minutes"], rows)
+
+
+def _minutes(runs: pd.DataFrame, column: str) -> float | None:
+    """The sum of a seconds column in minutes; None when no run has it."""
+    if column not in runs.columns:
+        return None
+    seconds = pd.to_numeric(runs[column], errors="coerce")
+    return float(seconds.sum()) / 60.0 if seconds.notna().any() else None
+
+
+def _lstm_training_section(page: _Page, table: pd.DataFrame) -> None:
+    """Per LSTM run: its learning rate and width, steps per epoch, epochs run and the best
+    epoch (early stopping: patience counts from the first epoch; lstm.min_steps only raises
+    the planned epochs)."""
+    runs = table[(table["model"] == "lstm") & table["latest"]]
+    if runs.empty:
+        return
+    frame = runs.assign(steps_run=pd.to_numeric(runs.get("epochs_run"), errors="coerce")
+                        * pd.to_numeric(runs.get("steps_per_epoch"), errors="coerce"))
+    page.add_table(_frame_table("lstm_training", frame.sort_values(["train_rows", "tag"]),
+                                ["run_id", "tag", "replicate", "lstm.learning_rate",
+                                 "lstm.units", "steps_per_epoch", "lstm.min_steps",
+                                 "epochs_run", "steps_run", "best_epoch", "stopped_early",
+                                 "val_score", "fit_seconds"]),
+                   "LSTM training per run: epochs run and the best epoch (weights kept). "
+                   "lstm.min_steps raises the planned epochs; early stopping (patience on the "
+                   "validation score) may still end a run before them.")
 
 
 def _selection_section(page: _Page, curves: pd.DataFrame) -> None:
@@ -603,8 +733,12 @@ def _curves_section(page: _Page, curves: pd.DataFrame, plateaus: list[dict], alp
     page.section("Learning curves", "Score, accuracy and macro F1 against training rows (ladder "
                  f"size before resampling; log scale) with their {1 - alpha:.0%} bootstrap "
                  "intervals. Dotted vertical lines: plateaus (every further doubling of rows "
-                 f"gains less than {plateau_min_gain} score)."
-                 + (" Stars: the earlier study's scores." if include_study_points else ""))
+                 f"gains less than {plateau_min_gain} score). Plateaus are descriptive: they "
+                 "read single test scores (replicate 0), not intervals, and no decision rests "
+                 "on them."
+                 + (" Stars: the earlier study's scores on the Wireless corpus "
+                    "(amazon_reviews_us_Wireless_v1_00), drawn for reference whatever corpus "
+                    "this run used." if include_study_points else ""))
     page.add_image("learning_curves.png",
                    learning_curves_png(curves, plateaus, include_study_points), "learning curves")
     page.add_table(Table("plateau", ["series", "sample_method", "points", "status",
@@ -621,7 +755,8 @@ def _curves_section(page: _Page, curves: pd.DataFrame, plateaus: list[dict], alp
     if include_study_points:
         page.add_table(Table("study_points", ["model", "rows", "score", "label"],
                              [[p["model"], p["rows"], p["score"], p["label"]]
-                              for p in verdict.STUDY_POINTS]), "The earlier study's points")
+                              for p in verdict.STUDY_POINTS]),
+                       "The earlier study's points (Wireless corpus)")
 
 
 def _sampling_section(page: _Page, curves: pd.DataFrame, sampling_at: int | str | None):

@@ -9,12 +9,15 @@ predictions and plain values; the report stage does the reading and writing.
 - ``select``: the cell (sampler) of each model and size chosen by the *validation* score;
   ``comparisons``: the selected LSTM against each selected LR setting at the largest shared
   size, with every seed replicate of both (the test split is never used to choose).
-- ``replicated_comparison``: LSTM minus LR on the same test rows (joined by review_id); the
-  interval combines test-row resampling and seed-to-seed variance
-  (``metrics.seeded_bootstrap_diff``), raw and with decision offsets fitted on validation.
-- ``outcome`` / ``verdict_sentence``: the pre-registered rule — "beats" only when the whole
-  interval of LSTM − LR is above +margin (symmetrically for the LR), else "no difference
-  larger than the margin was detected".
+- ``replicated_comparison``: LSTM minus LR on the same test rows (joined by review_id), the
+  mean over each model's seed replicates with an interval for that mean
+  (``metrics.seeded_bootstrap_diff``: seed variance + paired test-row bootstrap, Welch–
+  Satterthwaite t), raw and with decision offsets fitted on validation.
+- ``outcome`` / ``outcome_phrase`` / ``verdict_sentence``: the pre-registered rule — six
+  outcomes of the interval against −margin and +margin, one sentence each.
+- ``primary_result``: the answer to the mission's question, the LSTM against every LR setting
+  selected on validation (it beats the plateau only if it beats each), with a warning line for
+  a comparator that did not converge or sits at its grid's edge (``comparator_flags``).
 """
 from __future__ import annotations
 
@@ -28,11 +31,13 @@ import pandas as pd
 
 from starscale import metrics
 
-# The earlier single-machine study's scores (harmonic-mean metric), drawn on the learning curve.
+# The earlier single-machine study's scores (harmonic-mean metric) on the Wireless corpus, drawn
+# on the learning curve of whatever corpus a run used (the report says so).
 STUDY_POINTS: tuple[dict[str, Any], ...] = (
-    {"model": "lr", "rows": 50_000, "score": 0.4656, "label": "study LR 0.4656 @ 50k"},
-    {"model": "lr", "rows": 8_000_000, "score": 0.5175, "label": "study LR 0.5175 @ 8M (plateau)"},
-    {"model": "lstm", "rows": 200_000, "score": 0.334, "label": "study LSTM 0.334 @ 200k"},
+    {"model": "lr", "rows": 50_000, "score": 0.4656, "label": "study LR 0.4656 @ 50k (Wireless)"},
+    {"model": "lr", "rows": 8_000_000, "score": 0.5175,
+     "label": "study LR 0.5175 @ 8M (Wireless, plateau)"},
+    {"model": "lstm", "rows": 200_000, "score": 0.334, "label": "study LSTM 0.334 @ 200k (Wireless)"},
 )
 
 # Results columns read here (results.ResultRow: every trainer writes them): the training rows
@@ -91,39 +96,64 @@ def _int(value: float) -> int | float:
 
 
 # --------------------------------------------------------------------------- verdict
-# Outcomes of the pre-registered decision rule (docs/report.md): LSTM − LR interval vs ±margin.
-LSTM_BETTER = "lstm_better"
-LR_BETTER = "lr_better"
-NO_DIFFERENCE = "no_difference"
+# Outcomes of the pre-registered decision rule (docs/report.md) on an interval [lo, hi] of
+# LSTM − LR and the margin m (the effect size of interest), checked in this order.
+LSTM_BETTER = "lstm_better"          # lo > m
+LR_BETTER = "lr_better"              # hi < −m
+EQUIVALENT = "equivalent"            # −m < lo and hi < m (two one-sided tests)
+NOT_WORSE = "not_worse"              # lo > −m only: no loss larger than m, no gain shown
+DOES_NOT_BEAT = "does_not_beat"      # hi < m only: no gain of m, a loss not ruled out
+INCONCLUSIVE = "inconclusive"        # lo ≤ −m and hi ≥ m: settles nothing
+OUTCOMES = (LSTM_BETTER, LR_BETTER, EQUIVALENT, NOT_WORSE, DOES_NOT_BEAT, INCONCLUSIVE)
 
 
 def outcome(lo: float, hi: float, margin: float = 0.0) -> str:
-    """The decision rule on an interval of LSTM − LR: 'lstm_better' when the whole interval is
-    above +margin, 'lr_better' when it is below −margin, else 'no_difference' (no difference
-    larger than the margin was detected)."""
+    """The decision rule on an interval [lo, hi] of LSTM − LR with margin m >= 0: one of
+    OUTCOMES (lstm_better if lo > m; lr_better if hi < −m; equivalent if both ends lie inside
+    (−m, m); not_worse if only lo > −m; does_not_beat if only hi < m; else inconclusive)."""
     if not (isinstance(margin, (int, float)) and margin >= 0):
         raise ValueError(f"outcome: margin must be a number >= 0, got {margin!r}")
     if lo > margin:
         return LSTM_BETTER
     if hi < -margin:
         return LR_BETTER
-    return NO_DIFFERENCE
+    if lo > -margin and hi < margin:
+        return EQUIVALENT
+    if lo > -margin:
+        return NOT_WORSE
+    if hi < margin:
+        return DOES_NOT_BEAT
+    return INCONCLUSIVE
+
+
+def outcome_phrase(found: str, lr: str, margin: float) -> str:
+    """The one sentence of each outcome (without where and numbers), lr naming the comparator:
+    the report, verdict.json, the terminal summary and the docs all use these words."""
+    m = f"{margin:g}"
+    phrases = {
+        LSTM_BETTER: f"the LSTM beats {lr} by more than the margin {m}",
+        LR_BETTER: f"{lr} beats the LSTM by more than the margin {m}",
+        EQUIVALENT: f"the LSTM and {lr} are equivalent within ±{m}",
+        NOT_WORSE: (f"the LSTM is not worse than {lr} by more than {m}; a gain larger than {m} "
+                    f"is not shown"),
+        DOES_NOT_BEAT: (f"the LSTM does not beat {lr} by {m}; a loss larger than {m} is not "
+                        f"ruled out"),
+        INCONCLUSIVE: (f"inconclusive: the interval of the LSTM against {lr} reaches past both "
+                       f"−{m} and +{m}, so a difference larger than {m} either way is neither "
+                       f"shown nor ruled out"),
+    }
+    if found not in phrases:
+        raise ValueError(f"outcome_phrase: {found!r} is not one of {OUTCOMES}")
+    return phrases[found]
 
 
 def verdict_sentence(rows: int, diff: float, lo: float, hi: float,
                      lr_label: str | None = None, margin: float = 0.0) -> str:
     """The decision as a sentence, e.g. 'at 200,000 rows the LSTM beats the LR (…) by more than
-    the margin 0.005: +0.052 [0.031, 0.070]' (score difference, LSTM − LR)."""
+    the margin 0.01: +0.052 [0.031, 0.070]' (score difference, LSTM − LR, mean over seeds)."""
     lr = f"the LR ({lr_label})" if lr_label else "the LR"
-    where = f"at {int(rows):,} rows"
     numbers = f"{diff:+.3f} [{lo:.3f}, {hi:.3f}]"
-    found = outcome(lo, hi, margin)
-    if found == LSTM_BETTER:
-        return f"{where} the LSTM beats {lr} by more than the margin {margin:g}: {numbers}"
-    if found == LR_BETTER:
-        return f"{where} {lr} beats the LSTM by more than the margin {margin:g}: {numbers}"
-    return (f"{where} no difference larger than the margin {margin:g} was detected between the "
-            f"LSTM and {lr}: {numbers}")
+    return f"at {int(rows):,} rows {outcome_phrase(outcome(lo, hi, margin), lr, margin)}: {numbers}"
 
 
 def paired_comparison(lstm_predictions: pd.DataFrame, lr_predictions: pd.DataFrame, *, n: int,
@@ -139,8 +169,10 @@ def replicated_comparison(lstm_runs: list[pd.DataFrame], lr_runs: list[pd.DataFr
                           names: tuple[list[str], list[str]] | None = None,
                           margin: float = 0.0) -> dict[str, Any]:
     """LSTM − LR on the same test rows with every replicate (seed) of each model:
-    {n_test, score|accuracy|macro_f1: {diff, lo, hi, share_a_better, a_runs, b_runs, a_sd, b_sd,
-    outcome}} (metrics.seeded_bootstrap_diff: a seed per resample, then the test rows).
+    {n_test, score|accuracy|macro_f1: {diff (mean over seeds), lo, hi, se, df, half_width,
+    seed_var_a, seed_var_b, test_var, share_a_better, a_runs, b_runs, a_sd, b_sd, detectable
+    (metrics.detectable_difference at 80% power), outcome}} — metrics.seeded_bootstrap_diff: an
+    interval for the mean over seeds (seed variance + paired test-row bootstrap, n resamples).
     Every frame (review_id, label, pred) must cover the same review_ids with the same labels."""
     names = names or ([f"lstm[{i}]" for i in range(len(lstm_runs))],
                       [f"lr[{i}]" for i in range(len(lr_runs))])
@@ -156,7 +188,9 @@ def replicated_comparison(lstm_runs: list[pd.DataFrame], lr_runs: list[pd.DataFr
         first["label"].to_numpy(), [f["pred"].to_numpy() for f in aligned[:k]],
         [f["pred"].to_numpy() for f in aligned[k:]], n=n, seed=seed, alpha=alpha)
     return {"n_test": int(len(first)),
-            **{m: {**d, "outcome": outcome(d["lo"], d["hi"], margin)} for m, d in diffs.items()}}
+            **{m: {**d, "outcome": outcome(d["lo"], d["hi"], margin),
+                   "detectable": metrics.detectable_difference(d["se"], d["df"], alpha)}
+               for m, d in diffs.items()}}
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> None:
@@ -407,19 +441,47 @@ def comparisons(table: pd.DataFrame) -> list[dict[str, Any]]:
                     "lstm_run": best_lstm["run_id"], "lr_run": best_lr["run_id"],
                     "lstm_tag": best_lstm.get("tag"), "lr_tag": best_lr.get("tag"),
                     "lstm_val_score": float(best_lstm[VAL_SCORE_COLUMN]),
-                    "lr_val_score": float(best_lr[VAL_SCORE_COLUMN])})
+                    "lr_val_score": float(best_lr[VAL_SCORE_COLUMN]),
+                    **comparator_flags(table, replicate_runs(table, series, best_lr["cell"]))})
     return out
+
+
+def grid_edge(values: Iterable[float], chosen: float) -> bool:
+    """Whether a value chosen from a grid of >= 3 distinct points is one of its ends (the
+    optimum may lie outside the grid)."""
+    ordered = sorted(set(float(v) for v in values))
+    return len(ordered) >= 3 and float(chosen) in (ordered[0], ordered[-1])
+
+
+def comparator_flags(table: pd.DataFrame, run_ids: list[str]) -> dict[str, Any]:
+    """Whether an LR comparator can be trusted as fitted: {lr_converged (every replicate's
+    chosen fit converged: results column 'converged'), lr_grid_edge (some replicate's chosen
+    regParam is at an end of its lr.reg_grid: column 'lr_grid'), lr_reg_params}. None where
+    the results rows do not say."""
+    rows = table[table["run_id"].isin(run_ids)].to_dict("records")
+    converged = [truthy(_value(r, "converged")) for r in rows if _value(r, "converged") is not None]
+    edges, chosen = [], []
+    for r in rows:
+        raw = _value(r, "lr_grid")
+        points = json.loads(raw) if isinstance(raw, str) and raw else (raw or [])
+        picked = [p for p in points if p.get("selected")]
+        if picked:
+            chosen.append(picked[0].get("reg_param"))
+            edges.append(grid_edge([p["reg_param"] for p in points], picked[0]["reg_param"]))
+    return {"lr_converged": all(converged) if converged else None,
+            "lr_grid_edge": any(edges) if edges else None,
+            "lr_reg_params": sorted(set(c for c in chosen if c is not None))}
 
 
 def decide(table: pd.DataFrame, load_predictions, *, n: int, seed: int, alpha: float = 0.05,
            margin: float = 0.0, decide_on: str = "raw") -> list[dict[str, Any]]:
-    """comparisons() with their bootstrap (raw and with decision offsets) and sentence.
+    """comparisons() with their intervals (raw and with decision offsets) and sentence.
 
     load_predictions(run_id, split) → that run's predictions frame (review_id, label, pred,
     proba) of split 'test' or 'validation'. decide_on ('raw' | 'offsets') names the
-    pre-registered basis of the sentence; the other is reported beside it. The entry with
-    overall=True compares the LSTM with the best LR setting (highest validation score at the
-    largest compared size).
+    pre-registered basis of the sentence; the other is reported beside it (descriptive).
+    Entries at the largest compared size are marked primary=True: primary_result() combines
+    them.
     """
     if decide_on not in DECIDE_ON:
         raise ValueError(f"report.decide_on: {decide_on!r} is not one of {DECIDE_ON}")
@@ -446,9 +508,56 @@ def decide(table: pd.DataFrame, load_predictions, *, n: int, seed: int, alpha: f
                                                  comp["lr_label"] or None, margin)})
     if out:
         top = max(c["rows"] for c in out)
-        best = max((c for c in out if c["rows"] == top), key=lambda c: c["lr_val_score"])
-        best["overall"] = True
+        for c in out:
+            c["primary"] = c["rows"] == top
     return out
+
+
+def primary_result(decided: list[dict[str, Any]], alpha: float = 0.05,
+                   margin: float = 0.0) -> dict[str, Any] | None:
+    """The answer to the mission's question: the LSTM against every LR setting selected on
+    validation at the largest compared size, on the pre-registered basis's score. The LSTM
+    beats the plateau only if it beats each setting, so the interval of LSTM − (best LR) is
+    [min of the lower ends, min of the upper ends]: a claim that needs every comparison
+    (better, not worse, equivalent) reads the lower ends at level 1 − alpha (intersection-union),
+    a claim that one LR suffices for (worse, does not beat) reads upper ends widened to
+    1 − alpha/k for k settings (Bonferroni). None without comparisons.
+
+    Returns {rows, basis, lr_labels, diff (the smallest LSTM − LR), lo, hi, outcome, sentence,
+    warnings (one line per comparator that did not converge or sits at its grid's edge)}.
+    """
+    members = [c for c in decided if c.get("primary")]
+    if not members:
+        return None
+    k = len(members)
+    numbers = [(c[c["decided_on"]] or c["raw"])["score"] for c in members]
+    wide = [d["diff"] + metrics.t_quantile(1.0 - alpha / (2.0 * k), d["df"]) * d["se"]
+            for d in numbers]
+    lo, hi = min(d["lo"] for d in numbers), min(wide)
+    diff = min(d["diff"] for d in numbers)
+    found = outcome(lo, hi, margin)
+    labels = [c["lr_label"] or c["lr_series"] for c in members]
+    lr = "the LR" if k == 1 else "the best of these LR settings"
+    basis = members[0]["decided_on"]
+    sentence = (f"Primary result ({basis} score, mean over seeds; the LSTM against every LR "
+                f"setting selected on validation: {'; '.join(labels)}): at "
+                f"{int(members[0]['rows']):,} rows {outcome_phrase(found, lr, margin)}: "
+                f"LSTM − best LR {diff:+.3f} [{lo:.3f}, {hi:.3f}]")
+    warnings = []
+    for c, label in zip(members, labels):
+        problems = []
+        if c.get("lr_converged") is False:
+            problems.append("did not converge (lr.max_iter reached with the objective still "
+                            "moving)")
+        if c.get("lr_grid_edge"):
+            problems.append("had its regularisation chosen at an edge of lr.reg_grid")
+        if problems:
+            warnings.append(f"Warning: the comparator LR ({label}) {' and '.join(problems)}; "
+                            f"a better-fitted LR could score higher, so the primary result may "
+                            f"favour the LSTM.")
+    return {"rows": int(members[0]["rows"]), "basis": basis, "lr_labels": labels,
+            "diff": diff, "lo": lo, "hi": hi, "outcome": found, "margin": margin,
+            "sentence": sentence, "warnings": warnings}
 
 
 def _offset_runs(tests, names, load_predictions):
@@ -465,14 +574,9 @@ def _offset_runs(tests, names, load_predictions):
     return shifted, {"lstm": fits[0], "lr": fits[1]}
 
 
-def overall_sentence(decided: list[dict[str, Any]]) -> str | None:
-    """'Overall: … against the best LR (…, chosen on validation)': the overall entry's
-    sentence, or None without comparisons."""
-    for comp in decided:
-        if comp.get("overall"):
-            return (f"Overall (against the best LR on validation, {comp['lr_label'] or 'LR'}): "
-                    f"{comp['sentence']}")
-    return None
+def primary_sentences(primary: dict[str, Any] | None) -> list[str]:
+    """The primary result's sentence and its warning lines ([] without comparisons)."""
+    return [primary["sentence"], *primary["warnings"]] if primary else []
 
 
 def jsonable(value: Any) -> Any:

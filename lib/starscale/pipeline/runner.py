@@ -80,6 +80,8 @@ def _run_steps(spark, cfg: Config, steps: list[plan_.Step], forced: set[str],
     runs: list[dict] = []
     report_manifest: dict = {}
     for step in steps:
+        if step.deferred:
+            step = _resolved(step, cfg, runs)
         output = storage.qualify(layout.stage_output(step.stage, step.cfg))
         step_start = time.time()
         is_forced = step.stage in forced
@@ -110,19 +112,45 @@ def _run_steps(spark, cfg: Config, steps: list[plan_.Step], forced: set[str],
     return records, runs, report_manifest
 
 
+def _resolved(step: plan_.Step, cfg: Config, runs: list[dict]) -> plan_.Step:
+    """A deferred LSTM step with the (learning rate, width) chosen on validation at
+    experiment.tuning_size (the runs trained so far)."""
+    size = plan_.tuning_size(cfg)
+    choice = plan_.tuned_lstm(runs, size)
+    if choice is None:
+        raise ValueError(f"experiment.tuning_size {size}: no LSTM run with a validation score "
+                         f"there to choose the learning rate and width from")
+    resolved = plan_.resolve_lstm(step, cfg, choice)
+    print(f"[experiment] LSTM setting chosen on validation at {size}: learning rate "
+          f"{choice[0]:g} (per rank), {choice[1]} units → {resolved.cell}", flush=True)
+    return resolved
+
+
 def _run_replicates(spark, cfg: Config, runs: list[dict], forced: set[str],
-                    tracker: Tracker | None) -> tuple[list[dict], list[dict]]:
-    """Seeds 2..experiment.seeds of the cells selected on validation at the largest size."""
+                    tracker: Tracker | None) -> tuple[list[dict], list[dict], list[dict]]:
+    """More seeds of the cells selected on validation at the largest size: up to
+    plan.initial_seeds, then (experiment.seeds: auto) the top-up rule on their validation
+    scores. Returns (step records, results rows, the seed plan)."""
     largest = plan_.grid_sizes(cfg.experiment.sizes, cfg.ladder.sizes)[-1]
     chosen = plan_.selected_cells(runs, largest)
-    extra = plan_.replicate_steps(cfg, chosen)
-    names = [f"{c.model} {c.sampler}" + (f" ({c.engine}, {c.features.features}"
-                                         f"{' hashed' if c.features.hashed else ''})"
-                                         if c.features else "") for c in chosen]
-    print(f"[experiment] selected on validation at {largest}: {', '.join(names) or 'none'}; "
-          f"{len(extra)} steps for seeds 2..{cfg.experiment.seeds}", flush=True)
+    first = plan_.initial_seeds(cfg)
+    extra = plan_.replicate_steps(cfg, chosen, 1, first)
+    print(f"[experiment] selected on validation at {largest}: "
+          f"{', '.join(c.label() for c in chosen) or 'none'}; {len(extra)} steps for seeds "
+          f"2..{first}", flush=True)
     records, more_runs, _ = _run_steps(spark, cfg, extra, forced, tracker)
-    return records, more_runs
+    plan = plan_.seed_top_up(cfg, chosen, runs + more_runs)
+    for entry in plan:
+        more = plan_.replicate_steps(cfg, [entry["cell"]], entry["runs"], entry["seeds"])
+        print(f"[experiment] seed rule for {entry['label']}: {entry['runs']} seeds, validation "
+              f"sd {entry['val_sd']:.4f} → k = {entry['seeds']} (h "
+              f"{cfg.experiment.seed_half_width:g}, at most {cfg.experiment.max_seeds}); "
+              f"{len(more)} more steps", flush=True)
+        step_records, step_runs, _ = _run_steps(spark, cfg, more, forced, tracker)
+        records += step_records
+        more_runs += step_runs
+    seed_plan = [{k: v for k, v in e.items() if k != "cell"} for e in plan]
+    return records, more_runs, seed_plan
 
 
 def run_experiment(spark, cfg: Config, force: bool | str = False) -> dict:
@@ -137,8 +165,9 @@ def run_experiment(spark, cfg: Config, force: bool | str = False) -> dict:
           + (f"; forced: {', '.join(sorted(forced))}" if forced else ""), flush=True)
     grid, report_step = steps[:-1], steps[-1]
     records, runs, _ = _run_steps(spark, cfg, grid, forced, tracker)
-    if cfg.experiment.seeds > 1:
-        more, more_runs = _run_replicates(spark, cfg, runs, forced, tracker)
+    seed_plan: list[dict] = []
+    if plan_.initial_seeds(cfg) > 1 or cfg.experiment.seeds == "auto":
+        more, more_runs, seed_plan = _run_replicates(spark, cfg, runs, forced, tracker)
         records += more
         runs += more_runs
     last, _, report_manifest = _run_steps(spark, cfg, [report_step], forced, tracker)
@@ -160,7 +189,7 @@ def run_experiment(spark, cfg: Config, force: bool | str = False) -> dict:
 
     base = {
         "stage": "experiment", "force": force, "forced": sorted(forced),
-        "grid": _grid(cfg), "steps": records,
+        "grid": _grid(cfg), "steps": records, "seed_plan": seed_plan,
         "counts": {"ran": sum(r["status"] == "ran" for r in records),
                    "skipped": sum(r["status"] == "skipped" for r in records)},
         "runs": [{k: r.get(k) for k in RUN_KEYS} for r in runs],
@@ -180,4 +209,5 @@ def _grid(cfg: Config) -> dict[str, Any]:
     exp = cfg.experiment
     return {"sizes": plan_.grid_sizes(exp.sizes, cfg.ladder.sizes), "samplers": exp.samplers,
             "models": exp.models, "lr_engines": exp.lr_engines,
-            "lr_features": [f.__dict__ for f in exp.lr_features], "seeds": exp.seeds}
+            "lr_features": [f.__dict__ for f in exp.lr_features], "seeds": exp.seeds,
+            "lstm_settings": plan_.lstm_settings(cfg), "tuning_size": plan_.tuning_size(cfg)}

@@ -79,9 +79,8 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
             margin=rcfg.margin, decide_on=rcfg.decide_on)
         for name, data in sorted(built.files.items()):
             storage.write_bytes(layout.join(staging, name), data)
-        overall = verdict.overall_sentence(built.verdicts)
-        return {"verdict": ([overall] if overall else []) + built.sentences,
-                "comparisons": [{k: v for k, v in comp.items()
+        return {"verdict": built.sentences, "primary": verdict.jsonable(built.primary),
+                "comparisons": [{k: verdict.jsonable(v) for k, v in comp.items()
                                  if k not in ("sentence", "offset_fits")}
                                 for comp in built.verdicts],
                 "plateaus": [{k: v for k, v in p.items() if k != "segments"}

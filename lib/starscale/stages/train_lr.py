@@ -23,7 +23,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from starscale import layout, lr, metrics, model_store, results, storage
+from starscale import layout, lr, metrics, model_store, results, storage, verdict
 from starscale.config import Config
 
 
@@ -158,7 +158,7 @@ def _warn_convergence(cfg: Config, point: dict) -> None:
 def _grid_edge(cfg: Config, grid: list[dict], chosen: dict) -> dict:
     """A best value at an end of a grid of >= 3 points: say so (the optimum may lie outside)."""
     values = sorted(p["reg_param"] for p in grid)
-    if len(values) < 3 or values[0] < chosen["reg_param"] < values[-1]:
+    if not verdict.grid_edge(values, chosen["reg_param"]):
         return {}
     print(f"starscale train-lr: warning: the best regParam {chosen['reg_param']:g} is at the "
           f"edge of lr.reg_grid {values}; consider extending it", flush=True)

@@ -154,3 +154,15 @@ def submit_env(**extra: str) -> dict[str, str]:
     """The environment of a spark-submit: the driver on this venv's Python, quiet TensorFlow."""
     return {**os.environ, "PYSPARK_DRIVER_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2",
             **extra}
+
+
+def finish(proc: subprocess.Popen, log, timeout_s: float) -> tuple[int, str]:
+    """Wait for a logged subprocess (killed past timeout_s); (its exit code, its whole log)."""
+    try:
+        proc.wait(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    return proc.returncode, log.read()

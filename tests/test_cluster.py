@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (REPO, build_package, cluster_test_config, make_config,
+from tests.helpers import (REPO, build_package, cluster_test_config, finish, make_config,
                            spark_submit_command, submit_env)
 
 # The same data and model settings in both modes (tiny: 2 cores shared by several people).
@@ -113,14 +113,7 @@ def submit(cluster_cfg, url: str, code_zip: Path, tmp: Path, stages: list[str], 
                             text=True)
     if not wait:
         return proc, log
-    try:
-        proc.wait(timeout=timeout_s)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    log.seek(0)
-    return proc.returncode, log.read()
+    return finish(proc, log, timeout_s)
 
 
 def _end_submit(proc, log, cluster_cfg) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, html_tables
+from tests.helpers import REPO, finish, html_tables
 
 NEEDS_ROOT = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None,
@@ -110,14 +110,7 @@ def full_data_train(cfg, url: str, archive: Path, dist: Path, conf: list[str], s
                             text=True)
     if not wait:
         return proc, fh
-    try:
-        proc.wait(timeout=1500)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    fh.seek(0)
-    return proc.returncode, fh.read()
+    return finish(proc, fh, 1500)
 
 
 def _lstm_ranks(out: Path) -> list[dict]:

@@ -132,7 +132,8 @@ def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = No
             attempt: str = "", live_hosts=None) -> RuntimeError:
     """The stage's error: the failed rank's recorded reason, else the launcher's exception,
     led by the hosts that were lost and their ranks when that is why (live_hosts: a callable
-    giving the hosts the cluster still has executors on, or None to judge by the message)."""
+    giving the hosts the cluster still has executors on, None in local mode; or None to judge
+    by the message alone)."""
     info = checkpoints.read_failure(ckpt_dir, attempt)
     reason = info["message"] if info else f"{type(exc).__name__}: {exc}"
     if watch is not None and watch.fired:
@@ -142,14 +143,16 @@ def failure(ckpt_dir: str, exc: BaseException, watch: "FailureWatch | None" = No
     except Exception:                    # noqa: BLE001 — the reason is what matters
         placements = None
     if placements:
-        lost = lost_ranks(placements, reason, info.get("rank") if info else None)
+        reporter = info.get("rank") if info else None
+        lost = lost_ranks(placements, reason, reporter)
         deadline = time.time() + LOST_HOST_WAIT_S
-        while not lost and live_hosts is not None:
-            lost = lost_ranks(placements, reason, info.get("rank") if info else None,
-                              live_hosts())
-            if lost or time.time() > deadline:
+        while not lost and live_hosts is not None and time.time() <= deadline:
+            live = live_hosts()
+            if live is None:                 # local mode: every rank is on this host
                 break
-            time.sleep(1.0)
+            lost = lost_ranks(placements, reason, reporter, live)
+            if not lost:
+                time.sleep(1.0)
         if lost:
             reason = f"{describe_lost(lost)}; {reason}"
     return RuntimeError(f"{STAGE}: training failed: {reason}")
@@ -295,8 +298,8 @@ def launch_spark(cfg: Config, args: RankArgs) -> list[dict[str, Any]]:
                                      verbose=1, stdout=sys.stdout, stderr=sys.stderr,
                                      executable=executable)
     except Exception as exc:             # noqa: BLE001 — re-raised with the rank's reason
-        live = spark_executor_hosts if spark_executor_hosts() is not None else None
-        raise failure(args.ckpt_dir, exc, watch, args.attempt, live_hosts=live) from exc
+        raise failure(args.ckpt_dir, exc, watch, args.attempt,
+                      live_hosts=spark_executor_hosts) from exc
 
 
 def spark_rank_interpreter() -> tuple[str, list[str]]:

@@ -421,17 +421,21 @@ def test_a_tfidf_pipeline_with_a_foreign_stage_class_is_refused(spark, tmp_path)
 # --------------------------------------------------------------------------- 9: loopback default
 def test_local_mode_pins_horovods_driver_services_to_loopback(spark, config_factory, tmp_path,
                                                               monkeypatch):
-    import types
     import horovod.spark
     from starscale import loopback
     from starscale.training import launch
+    from starscale.training.rank import RankArgs
     pinned = []
     monkeypatch.setattr(loopback, "pin_horovod_services", pinned.append)
     monkeypatch.setattr(horovod.spark, "run", lambda *a, **k: [{"rank": 0}])
     assert spark.sparkContext.master.startswith("local")
     cfg = config_factory("train.launcher=spark", "train.bind_host=null")
     assert cfg.train.bind_host is None
-    launch.launch_spark(cfg, types.SimpleNamespace(ckpt_dir=str(tmp_path), attempt="a"))
+    args = RankArgs(lstm=cfg.lstm, train=cfg.train, seed=cfg.run.seed, seq_dir=str(tmp_path),
+                    vocab_path=str(tmp_path / "vocab.json"), vocab_size=10, max_len=5,
+                    train_rows={0: 1}, val_rows={0: 1}, class_weights=[1.0] * 5,
+                    ckpt_dir=str(tmp_path), fingerprint="f", attempt="a")
+    launch.launch_spark(cfg, args)
     assert pinned == ["127.0.0.1"]
 
 

@@ -32,9 +32,9 @@ REAL_DATA ?= ../shared/data/amazon_reviews_us_Digital_Software_v1_00.tsv.gz
 DEMO_CONF := --conf conf/local.yaml --conf conf/demo.yaml
 STARSCALE := $(BIN)/python -m starscale
 
-.PHONY: setup setup-gpu constraints doctor test demo study-real full-data-train package package-env gpu-check gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
+.PHONY: setup setup-gpu constraints doctor test test-fast demo study-real full-data-train package package-env gpu-check gpu-smoke bench bench-scale cluster-up cluster-down clean help mlflow-ui mlflow-ui-setup tensorboard
 help:
-	@echo "make setup | setup-gpu | doctor [GPU=1] | test | demo [DATA=real] | package | package-env | full-data-train [GPU=1] | gpu-check [GPU=1] | clean"
+	@echo "make setup | setup-gpu | doctor [GPU=1] | test | test-fast | demo [DATA=real] | package | package-env | full-data-train [GPU=1] | gpu-check [GPU=1] | clean"
 
 setup: $(STAMP)
 
@@ -106,8 +106,16 @@ doctor: $(STACK_SETUP)
 	@$(STACK_BIN)/python -c "from starscale.training.devices import stack_report; import json; print(json.dumps(stack_report(), indent=1))"
 	@$(STACK_BIN)/horovodrun --check-build 2>/dev/null | sed -n '/Horovod v/,$$p'
 
+# The tests' tiers (pytest.ini; README "Tests"). test: every tier, whole files spread over
+# TEST_WORKERS processes (pytest-xdist; each its own Spark session). test-fast: the fast tier
+# (no JVM: JAVA_HOME points nowhere, so a test that starts one fails), for the edit-run loop.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -ra -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+test-fast: setup
+	JAVA_HOME=/nonexistent/test-fast-runs-no-jvm $(BIN)/python -m pytest tests -ra -m fast \
+		-n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The experiment (every stage, sizes × samplers × models, then the report) in local mode:
 # conf/demo.yaml says what is shrunk to fit 20 minutes on 2 cores. DEMO_ARGS: more options,

@@ -1,6 +1,11 @@
-"""Shared fixtures: one SparkSession for the whole run, built by spark.build_session from
+"""Shared fixtures: one SparkSession per test process, built by spark.build_session from
 conf/local.yaml with the test-only settings on top (tests.helpers.TEST_ONLY_SPARK_CONF), and
-configs under tmp_path. Shared helpers live in tests/helpers.py."""
+configs under tmp_path. Shared helpers live in tests/helpers.py.
+
+The tiers (pytest.ini): a test that uses the spark fixture, or is marked slow, is `jvm`; one
+marked `jvm` or `integration` by its file is not `fast`; every other test is `fast`, and
+`make test-fast` runs those with no JVM reachable (JAVA_HOME points nowhere), so a fast test
+that starts one fails instead of slowing the tier down."""
 from __future__ import annotations
 
 import os
@@ -13,6 +18,14 @@ from tests.helpers import REAL_DATA, make_config, spark_test_config
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "spark" in item.fixturenames or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.jvm)
+        if not any(item.get_closest_marker(m) for m in ("jvm", "integration")):
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")

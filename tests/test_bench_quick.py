@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.integration     # each runs a benchmark script as its own process
+
 TOP_KEYS = {"benchmark", "quick", "repeats", "command", "machine_start", "machine_end", "results"}
 
 

@@ -240,6 +240,7 @@ def test_failed_rank(in_process, tmp_path, monkeypatch):
     assert line.startswith("starscale train-lstm: training failed: rank 1: ConnectionResetError")
 
 
+@pytest.mark.jvm
 def test_full_data_train_on_a_laptop_says_what_cluster_yaml_expects(tmp_path):
     """`make full-data-train` with no arguments: spark-submit jobs/experiment.py --conf
     conf/cluster.yaml (hdfs:/// paths) on a machine without HDFS; driver JVM options as the
@@ -260,6 +261,7 @@ def test_full_data_train_on_a_laptop_says_what_cluster_yaml_expects(tmp_path):
     assert "--set 'ingest.inputs=[" in line and "conf/local.yaml" in line
 
 
+@pytest.mark.jvm
 def test_clean_terminal_and_verbose(tmp_path):
     """A stage on a fresh JVM prints only starscale's lines; the log file has the JVM's log;
     --verbose brings Spark's own lines back."""
@@ -298,6 +300,7 @@ print("LOG", run_log.path)
 """
 
 
+@pytest.mark.jvm
 def test_python_workers_warnings_go_to_the_log_and_native_levels_reach_them(tmp_path):
     """A warning raised inside a Spark Python worker (a UDF) lands in the run's log file, not on
     the terminal (Spark copies the workers' stderr to the JVM's); the workers get the same

@@ -263,6 +263,7 @@ def test_gpu_check_on_a_cpu_machine_says_no_gpu_and_exits_0(tmp_path):
     assert report["stack"]["horovod_nccl"] is False and report["stack"]["horovod_gloo"] is True
 
 
+@pytest.mark.jvm
 def test_gpu_check_force_cpu_runs_every_part(tmp_path):
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--quick", "--force-cpu",
@@ -343,6 +344,7 @@ def _assert_from_archive(rows: list, run_dir: str) -> None:
         assert all(f.startswith(prefix + "/lib/") for f in others), (prefix, others)
 
 
+@pytest.mark.jvm
 def test_executors_run_the_python_of_the_shipped_archive(one_worker_cluster, tmp_path):
     """make package-env on a small venv (the dev venv's archive is ~840 MiB and packs in ~1 min;
     docs/install.md), shipped with --archives ...#env; the executors' interpreter is

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from tests.helpers import build_package, spark_submit_command, submit_env
 
 PROBE = '''
@@ -21,6 +23,7 @@ spark.stop()
 '''
 
 
+@pytest.mark.jvm
 def test_package_zip_runs_under_spark_submit(tmp_path):
     archive = build_package(tmp_path / "dist")
     names = zipfile.ZipFile(archive).namelist()

@@ -135,20 +135,31 @@ def _files_containing(roots: list[Path], needle: bytes) -> list[str]:
 
 
 # --------------------------------------------------------------------------- 1. the whole path
-@pytest.mark.slow
-@pytest.mark.timeout(2400)       # ≈ 15 min on the shared 2-core machine, archive packing included
-@NEEDS_ROOT
-def test_full_data_train_on_separate_hosts_with_gpu_drill(hosts_cluster, env_archive, tmp_path):
+@pytest.fixture(scope="module")
+def whole_path(hosts_cluster, env_archive, tmp_path_factory):
+    """One `make full-data-train` with the GPU drill, which both slow tests read: the first
+    checks it, the second loses a host while training a new LSTM cell over its data stages
+    (unchanged, so not rerun: only the training pays)."""
     cfg, url = hosts_cluster
-    hosts_dir = Path(cfg.hosts_dir)
+    tmp = tmp_path_factory.mktemp("whole-path")
     secret = f"FAKE-S3-SECRET-{secrets.token_hex(8)}"
     sets = [*ARGS, f"spark.conf.spark.hadoop.fs.s3a.secret.key={secret}",
             "spark.conf.spark.cores.max=4"]
-    log = tmp_path / "full-data-train.log"
-    rc, output = full_data_train(cfg, url, env_archive, tmp_path / "dist",
-                                 ["conf/cluster.yaml", "conf/gpu.yaml"], sets, log, drill=True)
-    assert rc == 0, output[-8000:]
-    out = hosts_dir / "shared" / "out"
+    rc, output = full_data_train(cfg, url, env_archive, tmp / "dist",
+                                 ["conf/cluster.yaml", "conf/gpu.yaml"], sets,
+                                 tmp / "full-data-train.log", drill=True)
+    return {"rc": rc, "output": output, "sets": sets, "secret": secret, "tmp": tmp,
+            "out": Path(cfg.hosts_dir) / "shared" / "out"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)       # ≈ 8 min on the shared 2-core machine, archive packing included
+@NEEDS_ROOT
+def test_full_data_train_on_separate_hosts_with_gpu_drill(hosts_cluster, whole_path):
+    cfg, _ = hosts_cluster
+    hosts_dir = Path(cfg.hosts_dir)
+    output, secret, sets, out = (whole_path[k] for k in ("output", "secret", "sets", "out"))
+    assert whole_path["rc"] == 0, output[-8000:]
     assert (out / "report" / "index.html").is_file()
 
     ranks = sorted(_lstm_ranks(out), key=lambda r: r["rank"])
@@ -170,7 +181,7 @@ def test_full_data_train_on_separate_hosts_with_gpu_drill(hosts_cluster, env_arc
     assert {(row["host"], row["GPU"]) for row in table} == pairs, table
 
     # nothing secret in any host's files, the shared storage, the driver's logs or its output
-    roots = [hosts_dir, REPO / "out" / "logs", tmp_path]
+    roots = [hosts_dir, REPO / "out" / "logs", whole_path["tmp"]]
     assert secret.encode() in (" ".join(sets)).encode()
     leaked = _files_containing(roots, secret.encode())
     assert not leaked, leaked
@@ -181,31 +192,37 @@ def test_full_data_train_on_separate_hosts_with_gpu_drill(hosts_cluster, env_arc
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 @NEEDS_ROOT
-def test_a_worker_host_lost_during_training(hosts_cluster, env_archive, tmp_path):
-    """Kill every process of the host running rank 1 once rank 0 has checkpointed an epoch."""
+def test_a_worker_host_lost_during_training(hosts_cluster, env_archive, whole_path, tmp_path):
+    """Kill every process of the host running rank 1 once rank 0 has checkpointed an epoch of a
+    new LSTM cell (no GPU drill, 2 ranks) trained over the whole path's published data stages."""
     from starscale import hosts
     cfg, url = hosts_cluster
-    out = Path(cfg.hosts_dir) / "shared" / f"lost-{secrets.token_hex(3)}"     # every host sees it
+    assert whole_path["rc"] == 0, "the whole path's run failed: see the test above"
+    out = whole_path["out"]
     sets = [*ARGS, f"run.output_dir={out}", "lstm.epochs=4", "train.workers=2",
-            "encode.shards=2", "spark.conf.spark.executor.cores=1",
+            "encode.shards=4",                  # the whole path's (conf/gpu.yaml): encode is reused
+            "spark.conf.spark.executor.cores=1",
             "spark.conf.spark.cores.max=2", "train.failure_grace_s=30",
             "train.stall_timeout_s=120", "experiment.models=[lstm]"]
     hooks = {"STARSCALE_TRAIN_HOOKS": json.dumps({"epoch_sleep_s": 6})}
+    ckpt = out / "checkpoints" / "lstm"
+    old_states = set(ckpt.glob("*/state.json"))
+    old_placements = set(ckpt.glob("*/_PLACEMENT-*.json"))
+    models_before = set(out.glob("models/lstm/*/_MANIFEST.json"))
     proc, fh = full_data_train(cfg, url, env_archive, tmp_path / "dist", ["conf/cluster.yaml"],
                                sets, tmp_path / "run1.log", drill=False, env=hooks, wait=False)
-    ckpt = out / "checkpoints" / "lstm"
     try:
         deadline = time.time() + 1200
         state = None
         while time.time() < deadline and proc.poll() is None:
-            states = list(ckpt.glob("*/state.json"))
-            placements = list(ckpt.glob("*/_PLACEMENT-*.json"))
+            states = set(ckpt.glob("*/state.json")) - old_states
+            placements = set(ckpt.glob("*/_PLACEMENT-*.json")) - old_placements
             if states and placements:
-                state = states[0]
+                state = states.pop()
                 break
             time.sleep(0.5)
         assert state is not None, "no checkpoint before the job ended"
-        placement = json.loads(placements[0].read_text())
+        placement = json.loads(placements.pop().read_text())
         lost = next(p for p in placement if p["rank"] == 1)
         lost_host = lost["host"].split("-", 1)[1]                     # sst-w2 → w2
         published_before = {p: p.read_bytes() for p in out.rglob("_MANIFEST.json")}
@@ -224,11 +241,16 @@ def test_a_worker_host_lost_during_training(hosts_cluster, env_archive, tmp_path
     lines = [ln for ln in output.splitlines() if "training failed" in ln]
     assert lines, output[-6000:]
     assert f"host {lost['host']}" in lines[-1] and "rank 1" in lines[-1], lines[-1]
+    # the data stages were the whole path's, not rerun
+    data_lines = [ln for ln in output.splitlines()
+                  if ln.startswith(("[experiment] ingest", "[experiment] prepare",
+                                    "[experiment] sample", "[experiment] encode"))]
+    assert data_lines and all(ln.endswith("(skipped)") for ln in data_lines), data_lines
     # nothing published was damaged: every manifest there before is there, byte for byte, and
     # no LSTM model folder was published
     for path, raw in published_before.items():
         assert path.read_bytes() == raw, path
-    assert not list(out.glob("models/lstm/*/_MANIFEST.json"))
+    assert set(out.glob("models/lstm/*/_MANIFEST.json")) == models_before
     completed = json.loads(state.read_text())["completed_epochs"]
     assert 1 <= completed < 4
 
@@ -237,7 +259,9 @@ def test_a_worker_host_lost_during_training(hosts_cluster, env_archive, tmp_path
                                  sets, tmp_path / "run2.log", drill=False)
     hosts.start_worker_host(cfg, lost_host)
     assert rc == 0, output[-6000:]
-    ranks = _lstm_ranks(out)
+    new = set(out.glob("models/lstm/*/_MANIFEST.json")) - models_before
+    assert len(new) == 1, sorted(new)
+    ranks = json.loads(new.pop().read_text())["ranks"]
     remaining = {f"{PREFIX}-w1", f"{PREFIX}-w2"} - {lost["host"]}
     assert {r["placement"]["host"] for r in ranks} == remaining, ranks
     assert all(r["initial_epoch"] == completed and r["epochs_completed"] == 4 for r in ranks)

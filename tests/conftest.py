@@ -20,7 +20,16 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+# The heaviest files first (bench/test_durations.py, docs/testing.md): `make test` hands whole
+# files to 2 workers in collection order, so the long ones start at once and the short ones
+# fill in around them.
+HEAVY_FIRST = ("test_cluster.py", "test_hosts.py", "test_experiment.py", "test_bench_quick.py",
+               "test_reliability.py", "test_resample.py", "test_hvd_train.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))     # stable: file order kept
     for item in items:
         if "spark" in item.fixturenames or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.jvm)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -322,23 +323,36 @@ def _worker_hosting_rank(run_dir: str, rank: int) -> int:
     raise AssertionError(f"no process of Horovod rank {rank} under a worker of {run_dir}")
 
 
+@pytest.fixture(scope="module")
+def cluster_data(standalone, code_zip, tmp_path_factory):
+    """The data stages of PIPELINE on the cluster, once for both cases below (each trains its
+    own LSTM over them)."""
+    cluster_cfg, url = standalone
+    tmp = tmp_path_factory.mktemp("cluster-data")
+    out = tmp / "out"
+    sets = [*PIPELINE, f"run.output_dir={out}", "lstm.epochs=4", "train.stall_timeout_s=60",
+            "train.start_timeout_s=120"]
+    rc, output = submit(cluster_cfg, url, code_zip, tmp, DATA_STAGES, sets)
+    assert rc == 0, output[-6000:]
+    return out, sets
+
+
 @pytest.mark.slow
 # Both cases: the killed worker hosted rank 0 or rank 1. Killing rank 1's worker once hung the
 # job (the surviving rank 0 recorded the failure, then deadlocked in tf.data's teardown while
 # exiting): ranks now exit at once on failure, and the driver cancels the job
 # train.failure_grace_s after a recorded failure whatever the ranks do.
 @pytest.mark.parametrize("lost_rank", [0, 1])
-def test_worker_killed_during_horovod_training(standalone, code_zip, tmp_path, lost_rank):
+def test_worker_killed_during_horovod_training(standalone, code_zip, cluster_data, tmp_path,
+                                               lost_rank):
     """Kill the worker running rank `lost_rank` once rank 0 has written a checkpoint: the stage
     fails (does not hang) with a clear message; the rerun resumes from the checkpoint
     (initial_epoch = completed epochs) and finishes."""
     from starscale import cluster
     cluster_cfg, url = standalone
-    out = tmp_path / "out"
-    sets = [*PIPELINE, f"run.output_dir={out}", "lstm.epochs=4", "train.stall_timeout_s=60",
-            "train.start_timeout_s=120"]
-    rc, output = submit(cluster_cfg, url, code_zip, tmp_path, DATA_STAGES, sets)
-    assert rc == 0, output[-6000:]
+    out, sets = cluster_data
+    for done in (out / "checkpoints" / "lstm", out / "models" / "lstm"):   # the other case's
+        shutil.rmtree(done, ignore_errors=True)
 
     from starscale.config import load_config
     tag = load_config(None, [*PIPELINE]).sample_tag()

@@ -56,16 +56,36 @@ def _cell_of(step_cell: str) -> str:
     return m.group(0) if m else ""
 
 
+# Spark settings that are secrets (not in any stage's hash): the grown runs carry them, and
+# test_a_fake_secret_never_reaches_any_output_file looks for them in every file written.
+FAKE_SECRET = "FAKE-s3cr3t-9f1c2e"
+SECRETS = [f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}",
+           f"spark.conf.spark.hadoop.fs.s3a.session.token={FAKE_SECRET}"]
+
+
 @pytest.fixture(scope="module")
 def grown(spark, tmp_path_factory):
-    """One output folder: the 2 × 2 grid, then the same grid with a third size."""
+    """One output folder: the 2 × 2 grid, then the same grid with a third size (MLflow on,
+    fake secrets in the Spark settings)."""
     root = tmp_path_factory.mktemp("experiment")
-    cfg = make_config(root, *TINY)
+    cfg = make_config(root, *TINY, *SECRETS, "tracking.enabled=true")
     first = experiment_stage.run(spark, cfg)
     first["manifest"] = _manifest(cfg)        # before the second run replaces it
-    bigger = make_config(root, *TINY, "experiment.sizes=[600, 1200, 2400]")
+    bigger = make_config(root, *TINY, *SECRETS, "tracking.enabled=true",
+                         "experiment.sizes=[600, 1200, 2400]")
     second = experiment_stage.run(spark, bigger)
     return cfg, first, bigger, second
+
+
+def test_a_fake_secret_never_reaches_any_output_file(grown):
+    """Whole (tiny) experiments with MLflow on: no file under the output folder holds it."""
+    cfg, *_ = grown
+    assert cfg.spark.conf["spark.hadoop.fs.s3a.secret.key"] == FAKE_SECRET   # Spark gets it
+    files = [p for p in Path(cfg.run.output_dir).rglob("*") if p.is_file()]
+    assert any(p.name == "index.html" for p in files) and any("mlruns" in str(p) for p in files)
+    assert any(p.name == "config.json" for p in files)            # the LSTM bundle's config
+    leaked = [str(p) for p in files if FAKE_SECRET.encode() in p.read_bytes()]
+    assert leaked == []
 
 
 def test_experiment_report_equals_results(grown):

@@ -172,24 +172,6 @@ def test_secret_keys_are_redacted_and_nan_rejected(config_factory):
             config_factory(bad)
 
 
-def test_a_fake_secret_never_reaches_any_output_file(spark, tmp_path):
-    """A whole (tiny) experiment with MLflow on: no file under the output folder holds it."""
-    from starscale.stages import experiment as experiment_stage
-    from tests.helpers import make_config
-    from tests.test_experiment import TINY
-    cfg = make_config(tmp_path, *TINY, "experiment.sizes=[600]", "experiment.samplers=[none]",
-                      "tracking.enabled=true",
-                      f"spark.conf.spark.hadoop.fs.s3a.secret.key={FAKE_SECRET}",
-                      f"spark.conf.spark.hadoop.fs.s3a.session.token={FAKE_SECRET}")
-    experiment_stage.run(spark, cfg)
-    out = tmp_path / "out"
-    files = [p for p in out.rglob("*") if p.is_file()]
-    assert any(p.name == "index.html" for p in files) and any("mlruns" in str(p) for p in files)
-    assert any(p.name == "config.json" for p in files)            # the LSTM bundle's config
-    leaked = [str(p) for p in files if FAKE_SECRET.encode() in p.read_bytes()]
-    assert leaked == []
-
-
 # --------------------------------------------------------------------------- 8: last bad inputs
 def test_control_chars_and_a_repeated_header_get_their_own_reasons(spark, config_factory,
                                                                     tmp_path):

@@ -21,8 +21,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
 # The heaviest files first (bench/test_durations.py, docs/testing.md): `make test` hands whole
-# files to 2 workers in collection order, so the long ones start at once and the short ones
-# fill in around them.
+# files to 2 workers in collection order (pytest_xdist_make_scheduler below), so the long ones
+# start at once and the short ones fill in around them.
 HEAVY_FIRST = ("test_cluster.py", "test_hosts.py", "test_experiment.py", "test_bench_quick.py",
                "test_reliability.py", "test_resample.py", "test_hvd_train.py")
 
@@ -35,6 +35,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.jvm)
         if not any(item.get_closest_marker(m) for m in ("jvm", "integration")):
             item.add_marker(pytest.mark.fast)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` in collection order: xdist would hand out the files with the most tests
+    first, which starts the longest ones (the separate hosts: 8 tests) last."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class InCollectionOrder(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            if not getattr(self, "_in_order", False):
+                first = {}
+                for index, nodeid in enumerate(self.collection):
+                    first.setdefault(self._split_scope(nodeid), index)
+                ordered = sorted(self.workqueue.items(), key=lambda kv: first[kv[0]])
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+                self._in_order = True
+            super()._assign_work_unit(node)
+
+    return InCollectionOrder(config, log)
 
 
 @pytest.fixture(scope="session")

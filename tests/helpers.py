@@ -166,3 +166,13 @@ def finish(proc: subprocess.Popen, log, timeout_s: float) -> tuple[int, str]:
             proc.wait()
     log.seek(0)
     return proc.returncode, log.read()
+
+
+def rank_args(cfg, ckpt_dir, **changes):
+    """A training.rank.RankArgs for tests that stop before any data is read: cfg's lstm and
+    train sections, vocabulary 50, length 6, one train shard; `changes` replace any field."""
+    from starscale.training.rank import RankArgs
+    fields = dict(lstm=cfg.lstm, train=cfg.train, seed=1, seq_dir="x", vocab_path="x",
+                  vocab_size=50, max_len=6, train_rows={0: 1}, val_rows={},
+                  class_weights=[1.0] * 5, ckpt_dir=str(ckpt_dir), fingerprint="f")
+    return RankArgs(**{**fields, **changes})

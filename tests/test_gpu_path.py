@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, build_package, make_config
+from tests.helpers import REPO, build_package, make_config, rank_args
 
 GPU_CONF = [str(REPO / "conf" / "cluster.yaml"), str(REPO / "conf" / "gpu.yaml")]
 
@@ -154,9 +154,7 @@ def test_built_model_checked_and_rank_refuses_before_building(tmp_path):
     with pytest.raises(ValueError, match=r"layer lstm_0: lstm activation='relu'"):
         devices.check_model_cudnn(keras.Model(ids, keras.layers.Dense(5)(x)))
     cfg = make_config(tmp_path, "lstm.recurrent_dropout=0.1", "train.use_gpu=true")
-    args = rank.RankArgs(lstm=cfg.lstm, train=cfg.train, seed=1, seq_dir="x", vocab_path="x",
-                         vocab_size=50, max_len=6, train_rows={0: 1}, val_rows={},
-                         class_weights=[1.0] * 5, ckpt_dir=str(tmp_path), fingerprint="f")
+    args = rank_args(cfg, tmp_path)
     with pytest.raises(ValueError, match=r"train.use_gpu=true needs the cuDNN LSTM kernel: "
                                          r"lstm.recurrent_dropout=0.1"):
         rank.build_model(args, 0, 1)
@@ -202,9 +200,7 @@ def test_rank_callbacks_keep_batch_logs_on_the_device(tmp_path):
     from starscale.training import rank
     from starscale.training.watchdog import Watchdog
     cfg = make_config(tmp_path, "train.warmup_epochs=1", "train.scale_lr=true")
-    args = rank.RankArgs(lstm=cfg.lstm, train=cfg.train, seed=1, seq_dir="x", vocab_path="x",
-                         vocab_size=50, max_len=6, train_rows={0: 1}, val_rows={},
-                         class_weights=[1.0] * 5, ckpt_dir=str(tmp_path), fingerprint="f")
+    args = rank_args(cfg, tmp_path)
     callbacks, _ = rank.make_callbacks(args, 0, 2, 10, 0.01, None, None,
                                        Watchdog(60, hard_exit=False, where="rank 0/2"))
     model = lstm.build_model(50, 6, embedding_dim=4, units=3)

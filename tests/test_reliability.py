@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from starscale import storage
+from tests.helpers import rank_args
 
 
 def _write_table(spark, rows):
@@ -274,10 +275,9 @@ def test_the_watchdog_covers_horovod_init(config_factory, tmp_path, monkeypatch)
 
     monkeypatch.setattr(rank_mod, "setup_devices", hang)
     cfg = config_factory("train.stall_timeout_s=1", "train.start_timeout_s=2")
-    args = rank_mod.RankArgs(lstm=cfg.lstm, train=cfg.train, seed=1, seq_dir=str(tmp_path),
-                             vocab_path=str(tmp_path / "v"), vocab_size=10, max_len=5,
-                             train_rows={0: 10}, val_rows={}, class_weights=[1.0] * 5,
-                             ckpt_dir=str(tmp_path / "ckpt"), fingerprint="f", hard_exit=False)
+    args = rank_args(cfg, tmp_path / "ckpt", seq_dir=str(tmp_path),
+                     vocab_path=str(tmp_path / "v"), vocab_size=10, max_len=5,
+                     train_rows={0: 10}, hard_exit=False)
     started = time.monotonic()
     with pytest.raises(TrainingFailed, match=r"before Horovod init.*train.start_timeout_s=2\)"
                        r".*last progress: horovod init"):
@@ -406,18 +406,13 @@ def test_local_mode_pins_horovods_driver_services_to_loopback(spark, config_fact
     import horovod.spark
     from starscale import loopback
     from starscale.training import launch
-    from starscale.training.rank import RankArgs
     pinned = []
     monkeypatch.setattr(loopback, "pin_horovod_services", pinned.append)
     monkeypatch.setattr(horovod.spark, "run", lambda *a, **k: [{"rank": 0}])
     assert spark.sparkContext.master.startswith("local")
     cfg = config_factory("train.launcher=spark", "train.bind_host=null")
     assert cfg.train.bind_host is None
-    args = RankArgs(lstm=cfg.lstm, train=cfg.train, seed=cfg.run.seed, seq_dir=str(tmp_path),
-                    vocab_path=str(tmp_path / "vocab.json"), vocab_size=10, max_len=5,
-                    train_rows={0: 1}, val_rows={0: 1}, class_weights=[1.0] * 5,
-                    ckpt_dir=str(tmp_path), fingerprint="f", attempt="a")
-    launch.launch_spark(cfg, args)
+    launch.launch_spark(cfg, rank_args(cfg, tmp_path, attempt="a"))
     assert pinned == ["127.0.0.1"]
 
 

@@ -29,6 +29,7 @@ from starscale.config import ClusterConfig, load_config
 
 
 def spark_home() -> Path:
+    """The Spark distribution pyspark ships (bin/, jars/): what the daemons run from."""
     import pyspark
     return Path(pyspark.__file__).resolve().parent
 
@@ -133,11 +134,15 @@ def _start_worker(cfg: ClusterConfig, index: int, run_dir: Path, env: dict[str, 
                   run_dir, env)
 
 
+def registered(log: Path, offset: int = 0) -> bool:
+    """Whether a worker's log says it registered with the master (after byte offset)."""
+    return log.exists() and b"Successfully registered with master" in log.read_bytes()[offset:]
+
+
 def _wait_registered(cfg: ClusterConfig, index: int, run_dir: Path, log_offset: int) -> None:
     """Wait for worker `index` to log its registration (after byte log_offset of its log)."""
     log = run_dir / "logs" / f"worker-{index}.log"
-    wait_for(lambda: log.exists() and b"Successfully registered with master" in log.read_bytes()[log_offset:],
-              cfg.start_timeout_s, f"worker-{index}", log)
+    wait_for(lambda: registered(log, log_offset), cfg.start_timeout_s, f"worker-{index}", log)
 
 
 def start_worker(cfg: ClusterConfig, index: int) -> int:

@@ -85,12 +85,6 @@ def master_url(cfg: ClusterConfig) -> str:
     return f"spark://{plan(cfg)[1][0].address}:{MASTER_PORT}"
 
 
-def spark_source() -> Path:
-    """The Spark distribution the hosts' image mounts (pyspark's, with bin/ and jars/)."""
-    import pyspark
-    return Path(pyspark.__file__).resolve().parent
-
-
 def checkout_paths() -> list[Path]:
     """What a worker host must not see: the driver's checkout (venvs inside it too) and the
     driver's venv when it lives elsewhere."""
@@ -276,13 +270,9 @@ def _start_host(cfg: ClusterConfig, hosts_dir: Path, host: Host, master: str,
                    "--host", host.address, "--cores", str(cfg.worker_cores),
                    "--memory", cfg.worker_memory, "--webui-port", "8081",
                    "--work-dir", str(host_dir / "work"), "--properties-file", str(props)]
-    script_text = _host_script(host, checkout_paths(), spark_source(), image_spark, command,
+    script_text = _host_script(host, checkout_paths(), cluster.spark_home(), image_spark, command,
                                _daemon_env(host, image_spark, host_dir))
     return _spawn(host, script_text, host_dir / "logs" / f"{host.name}.log")
-
-
-def _registered(log: Path, offset: int = 0) -> bool:
-    return log.exists() and b"Successfully registered with master" in log.read_bytes()[offset:]
 
 
 def _master_up(log: Path) -> bool:
@@ -342,7 +332,8 @@ def up(cfg: ClusterConfig) -> str:
         _save_state(hosts_dir, state)
         for host in hosts[1:]:
             log = _host_dir(hosts_dir, host) / "logs" / f"{host.name}.log"
-            cluster.wait_for(lambda: _registered(log), cfg.start_timeout_s, f"worker host {host.name}", log)
+            cluster.wait_for(lambda: cluster.registered(log), cfg.start_timeout_s,
+                             f"worker host {host.name}", log)
         _write_overlay(cfg, hosts_dir, driver_ip)
     except BaseException:
         down(cfg)
@@ -381,7 +372,8 @@ def start_worker_host(cfg: ClusterConfig, name: str) -> int:
     offset = log.stat().st_size if log.exists() else 0
     secret_lines = (hosts_dir / "conf" / DEFAULTS_FILE).read_text()
     pid = _start_host(cfg, hosts_dir, host, master_url(cfg), secret_lines)
-    cluster.wait_for(lambda: _registered(log, offset), cfg.start_timeout_s, f"worker host {name}", log)
+    cluster.wait_for(lambda: cluster.registered(log, offset), cfg.start_timeout_s,
+                     f"worker host {name}", log)
     return pid
 
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def tiers_by_test(repo: Path) -> dict[str, str]:
     """{'tests/test_x.py::name[param]': tier} from pytest's own collection (conftest's marks)."""
-    import subprocess
     tiers: dict[str, str] = {}
     for tier in ("fast", "integration", "jvm"):
         proc = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-m", tier,
@@ -36,10 +34,9 @@ def read(path: Path) -> list[tuple[str, str, float, str]]:
     """[(file, test, seconds, outcome)] of every test case in the JUnit file."""
     rows = []
     for case in ET.parse(path).iter("testcase"):
-        module = case.get("classname", "")
-        file = module.split(".")
-        # classname is "tests.test_x" (or "tests.test_x.TestClass")
-        file = "/".join(file[:2]) + ".py" if len(file) >= 2 else module
+        module = case.get("classname", "")       # "tests.test_x" (or "tests.test_x.TestClass")
+        parts = module.split(".")
+        file = "/".join(parts[:2]) + ".py" if len(parts) >= 2 else module
         outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
         rows.append((file, case.get("name", ""), float(case.get("time", 0.0)), outcome))
     return rows

@@ -40,6 +40,14 @@ def fake_toolkit(root: Path, release: str, help_text: str, compile_ok: bool = Tr
     return root
 
 
+@pytest.fixture(autouse=True)
+def roomy_disk(monkeypatch):
+    """The check's disk test reads the real free space under the venv's folder; a CI machine's
+    /tmp may hold less than the build's 12 GB, so every test here sees 100 GB unless it sets its
+    own (test_too_little_disk_is_named_with_the_folder)."""
+    monkeypatch.setattr(gpustack, "free_gb", lambda path: 100.0)
+
+
 def env_for(tmp_path: Path, toolkit: Path | None, **extra) -> dict:
     env = {"PATH": os.environ["PATH"]}
     if toolkit is not None:
@@ -86,6 +94,13 @@ def test_cuda_12_toolkit_passes_with_every_wanted_gpu(tmp_path):
     settings = gpustack.check(env_for(tmp_path, toolkit), tmp_path / "venv", tmp_path / "w")
     assert settings["HOROVOD_BUILD_CUDA_CC_LIST"] == "70,75,80,86,89,90"
     assert Path(settings["CUDAHOSTCXX"]).name.startswith("g++")
+
+
+def test_too_little_disk_is_named_with_the_folder(tmp_path, monkeypatch):
+    toolkit = fake_toolkit(tmp_path / "cuda-12.2", "12.2", HELP_118)
+    monkeypatch.setattr(gpustack, "free_gb", lambda path: 10.7)
+    with pytest.raises(gpustack.Missing, match=r"10.7 GB free under .*venv, .* need 12 GB: free some disk"):
+        gpustack.check(env_for(tmp_path, toolkit), tmp_path / "venv", tmp_path / "w")
 
 
 def test_asked_for_gpu_the_nvcc_cannot_build_is_named(tmp_path):

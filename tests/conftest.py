@@ -19,6 +19,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
+# Every JVM the tests start compiles with C1 only: they live seconds to minutes on tiny data,
+# where C2's compiler threads cost more CPU than they ever win back. On 2 cores the suite is
+# CPU-bound, and this cuts a Spark test's CPU by about 40% (docs/testing.md); results are the
+# same (Java's arithmetic does not depend on the JIT tier). Drivers (the spark fixture, every
+# spark-submit and `make full-data-train`) take SPARK_SUBMIT_OPTS; their executors take
+# spark.executor.extraJavaOptions from the driver's system properties (SparkConf loads spark.*
+# ones); standalone masters and workers take SPARK_DAEMON_JAVA_OPTS (starscale.cluster passes
+# its environment on, starscale.hosts passes this variable into each host).
+TEST_JIT = "-XX:TieredStopAtLevel=1"
+for _var, _opts in (("SPARK_SUBMIT_OPTS", f"{TEST_JIT} -Dspark.executor.extraJavaOptions={TEST_JIT}"),
+                    ("SPARK_DAEMON_JAVA_OPTS", TEST_JIT)):
+    if TEST_JIT not in os.environ.get(_var, ""):
+        os.environ[_var] = f"{os.environ.get(_var, '')} {_opts}".strip()
+
 
 # The heaviest files first (bench/test_durations.py, docs/testing.md): `make test` hands whole
 # files to 2 workers in collection order (pytest_xdist_make_scheduler below), so the long ones

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -188,22 +189,36 @@ def app_executors_by_worker(cluster_cfg, app_id: str) -> dict[int, list[str]]:
 
 
 # --------------------------------------------------------------------------- 1. pipeline
-@pytest.mark.slow
-def test_pipeline_on_standalone_equals_local(standalone, code_zip, tmp_path):
+@pytest.fixture(scope="module")
+def cluster_experiment(standalone, code_zip, tmp_path_factory):
+    """The experiment job on the cluster, once: the pipeline test checks it, and the rank-lost
+    cases train their own LSTM over its published data stages. What the checks read of its
+    LSTM is read here, before a rank-lost case replaces that model."""
     cluster_cfg, url = standalone
-    out_cluster = tmp_path / "cluster-out"
-    sets = [*PIPELINE, f"run.output_dir={out_cluster}"]
+    tmp = tmp_path_factory.mktemp("cluster-experiment")
+    out = tmp / "cluster-out"
     started = time.time()
     stages = ["experiment"]                   # every stage of the grid, then the report
-    rc, output = submit(cluster_cfg, url, code_zip, tmp_path, stages, sets)
-    cluster_seconds = time.time() - started
-    assert rc == 0, output[-6000:]
+    rc, output = submit(cluster_cfg, url, code_zip, tmp, stages, [*PIPELINE, f"run.output_dir={out}"])
+    seconds = time.time() - started
+    apps = [line.split()[1] for line in output.splitlines() if line.startswith("APP ")]
+    lstm = sorted(out.glob("models/lstm/*/_MANIFEST.json"))
+    return {"rc": rc, "output": output, "stages": stages, "out": out, "seconds": seconds,
+            "per_worker": app_executors_by_worker(cluster_cfg, apps[0]) if apps else {},
+            "lstm": {p.relative_to(out).as_posix(): json.loads(p.read_text()) for p in lstm},
+            "lstm_weights": [p.relative_to(out).as_posix() for p in out.glob("models/lstm/*/weights.npz")]}
+
+
+@pytest.mark.slow
+def test_pipeline_on_standalone_equals_local(cluster_experiment, code_zip, tmp_path):
+    out_cluster, output, stages = (cluster_experiment[k] for k in ("out", "output", "stages"))
+    assert cluster_experiment["rc"] == 0, output[-6000:]
     assert list(summaries(output)) == stages, output[-3000:]
-    app_id = next(line.split()[1] for line in output.splitlines() if line.startswith("APP "))
+    cluster_seconds = cluster_experiment["seconds"]
     # Both workers ran executors of the application (1 core each: the 2 Horovod ranks, which
     # run at the same time, necessarily ran on different workers).
-    per_worker = app_executors_by_worker(cluster_cfg, app_id)
-    assert all(per_worker[i] for i in range(2)), per_worker
+    per_worker = cluster_experiment["per_worker"]
+    assert len(per_worker) == 2 and all(per_worker[i] for i in range(2)), per_worker
 
     started = time.time()
     local_cfg, _ = run_local(code_zip, tmp_path / "local", DATA_STAGES, PIPELINE)
@@ -242,10 +257,10 @@ def test_pipeline_on_standalone_equals_local(standalone, code_zip, tmp_path):
     # both models trained on the cluster (published with manifests), and the report was written
     lr = manifest(out_cluster, f"models/lr_mllib/{local_cfg.encode_tag()}")
     assert 0.0 <= lr["score"] <= 1.0 and lr["test_rows"] == 250
-    lstm = manifest(out_cluster, f"models/lstm/{local_cfg.sample_tag()}")
+    lstm = cluster_experiment["lstm"][f"models/lstm/{local_cfg.sample_tag()}/_MANIFEST.json"]
     assert lstm["workers"] == 2 and lstm["epochs_completed"] == 2, lstm
     assert lstm["launcher"] == "spark" and lstm["test_rows"] == 250
-    assert (out_cluster / "models" / "lstm" / local_cfg.sample_tag() / "weights.npz").is_file()
+    assert cluster_experiment["lstm_weights"] == [f"models/lstm/{local_cfg.sample_tag()}/weights.npz"]
     assert (out_cluster / "report" / "index.html").is_file()
     assert (out_cluster / "report" / "_MANIFEST.json").is_file()
 
@@ -324,16 +339,13 @@ def _worker_hosting_rank(run_dir: str, rank: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster_data(standalone, code_zip, tmp_path_factory):
-    """The data stages of PIPELINE on the cluster, once for both cases below (each trains its
-    own LSTM over them)."""
-    cluster_cfg, url = standalone
-    tmp = tmp_path_factory.mktemp("cluster-data")
-    out = tmp / "out"
+def cluster_data(cluster_experiment):
+    """The experiment's published data stages (the same PIPELINE settings), for both cases
+    below: each trains its own LSTM over them."""
+    assert cluster_experiment["rc"] == 0, "the experiment on the cluster failed: see the pipeline test"
+    out = cluster_experiment["out"]
     sets = [*PIPELINE, f"run.output_dir={out}", "lstm.epochs=4", "train.stall_timeout_s=60",
             "train.start_timeout_s=120"]
-    rc, output = submit(cluster_cfg, url, code_zip, tmp, DATA_STAGES, sets)
-    assert rc == 0, output[-6000:]
     return out, sets
 
 
@@ -351,7 +363,7 @@ def test_worker_killed_during_horovod_training(standalone, code_zip, cluster_dat
     from starscale import cluster
     cluster_cfg, url = standalone
     out, sets = cluster_data
-    for done in (out / "checkpoints" / "lstm", out / "models" / "lstm"):   # the other case's
+    for done in (out / "checkpoints" / "lstm", out / "models" / "lstm"):   # the experiment's, the other case's
         shutil.rmtree(done, ignore_errors=True)
 
     from starscale.config import load_config
@@ -486,10 +498,13 @@ def test_the_cluster_refuses_a_job_without_its_secret(standalone, tmp_path):
     probe.write_text(AUTH_PROBE)
     submit_cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", url, str(probe)]
     env = submit_env(SPARK_LOCAL_IP=cfg.host, PYSPARK_PYTHON=sys.executable)
-    ok = subprocess.run(submit_cmd, env={**env, "SPARK_CONF_DIR": str(
-        cluster.auth_file(cfg.run_dir).parent)}, capture_output=True, text=True, timeout=300)
-    assert "SUM 45" in ok.stdout, ok.stderr[-3000:]
     env.pop("SPARK_CONF_DIR", None)
-    refused = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=300)
+    # Both at once: the refused one spends a minute in Spark's registration retries (3 × 20 s).
+    with_secret = {"SPARK_CONF_DIR": str(cluster.auth_file(cfg.run_dir).parent)}
+    with ThreadPoolExecutor(2) as pool:
+        ok, refused = pool.map(lambda extra: subprocess.run(
+            submit_cmd, env={**env, **extra}, capture_output=True, text=True, timeout=300),
+            [with_secret, {}])
+    assert "SUM 45" in ok.stdout, ok.stderr[-3000:]
     assert refused.returncode != 0 and "SUM 45" not in refused.stdout
     assert "SASL" in refused.stderr, refused.stderr[-3000:]

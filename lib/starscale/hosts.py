@@ -222,11 +222,16 @@ def _java_home() -> str:
 
 
 def _daemon_env(host: Host, image_spark: Path, host_dir: Path) -> dict[str, str]:
-    return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(host_dir), "JAVA_HOME": _java_home(), "SPARK_HOME": str(image_spark),
-            "SPARK_LOCAL_IP": host.address, "SPARK_LOG_DIR": str(host_dir / "logs"),
-            "SPARK_LOCAL_DIRS": str(host_dir / "local"), "SPARK_NO_DAEMONIZE": "1",
-            "SPARK_CONF_DIR": str(host_dir / "conf"), "TMPDIR": str(host_dir / "tmp")}
+    """A host's daemon starts from a clean environment: only these, plus the caller's
+    SPARK_DAEMON_JAVA_OPTS (the JVM options sbin/start-*.sh would pass on)."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME": str(host_dir), "JAVA_HOME": _java_home(), "SPARK_HOME": str(image_spark),
+           "SPARK_LOCAL_IP": host.address, "SPARK_LOG_DIR": str(host_dir / "logs"),
+           "SPARK_LOCAL_DIRS": str(host_dir / "local"), "SPARK_NO_DAEMONIZE": "1",
+           "SPARK_CONF_DIR": str(host_dir / "conf"), "TMPDIR": str(host_dir / "tmp")}
+    if os.environ.get("SPARK_DAEMON_JAVA_OPTS"):
+        env["SPARK_DAEMON_JAVA_OPTS"] = os.environ["SPARK_DAEMON_JAVA_OPTS"]
+    return env
 
 
 def gpu_script(hosts_dir: Path, count: int) -> Path:
